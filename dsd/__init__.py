@@ -1,0 +1,3 @@
+"""dsd: a LAN cluster daemon."""
+
+__version__ = "0.1.0"
