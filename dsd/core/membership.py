@@ -1,0 +1,125 @@
+"""The peer table: who is alive, suspect or gone, with per-peer deadlines.
+
+There is no periodic sweep: each peer's next transition time is derived from
+when it was last heard, so a dead peer is noticed exactly `failure_timeout`
+after its last message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from dsd.core.actions import Action, Publish
+from dsd.core.timing import Timing
+from dsd.wire import Heartbeat, Message
+
+ALIVE = "alive"
+SUSPECT = "suspect"
+
+Rank = tuple[int, str]
+
+
+@dataclass
+class Peer:
+    """What this node knows of one other node."""
+
+    name: str
+    incarnation: int
+    priority: int
+    address: str
+    last_seen: float
+    state: str = ALIVE
+    term: int = 0
+    leader: str | None = None
+    role: str = "discovering"
+    endpoint: str = ""
+
+    @property
+    def rank(self) -> Rank:
+        return (self.priority, self.name)
+
+    def next_deadline(self, timing: Timing) -> float:
+        if self.state == ALIVE:
+            return self.last_seen + timing.suspect_timeout
+        return self.last_seen + timing.failure_timeout
+
+
+class Membership:
+    """Owns the peer table; every change comes back as feed events."""
+
+    def __init__(self) -> None:
+        self._peers: dict[str, Peer] = {}
+        # name -> incarnation that said LEAVE: late datagrams of it must not resurrect it.
+        self._left: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[Peer]:
+        return iter(self._peers.values())
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def get(self, name: str | None) -> Peer | None:
+        return self._peers.get(name) if name is not None else None
+
+    def observe(
+        self, message: Message, address: str, now: float, out: list[Action]
+    ) -> tuple[Peer | None, bool]:
+        """Record a sign of life. Returns (peer, restarted); peer is None when stale."""
+        left = self._left.get(message.name)
+        if left is not None:
+            if message.incarnation <= left:
+                return None, False
+            del self._left[message.name]
+        peer = self._peers.get(message.name)
+        restarted = False
+        if peer is not None and message.incarnation < peer.incarnation:
+            return None, False
+        if peer is None or message.incarnation > peer.incarnation:
+            restarted = peer is not None
+            peer = Peer(message.name, message.incarnation, message.priority, address, now)
+            self._peers[peer.name] = peer
+            out.append(Publish("view.join", {
+                "name": peer.name, "address": address, "priority": peer.priority,
+                "incarnation": peer.incarnation, "restarted": restarted,
+            }))
+        elif peer.state == SUSPECT:
+            peer.state = ALIVE
+            out.append(Publish("view.alive", {"name": peer.name}))
+        peer.last_seen = now
+        peer.address = address
+        if isinstance(message, Heartbeat):
+            peer.term, peer.leader, peer.role = message.term, message.leader, message.state
+            peer.endpoint = message.endpoint
+        return peer, restarted
+
+    def remove_left(self, peer: Peer, out: list[Action]) -> None:
+        """The peer said LEAVE."""
+        del self._peers[peer.name]
+        self._left[peer.name] = peer.incarnation
+        out.append(Publish("view.leave", {"name": peer.name}))
+
+    def expire(self, now: float, timing: Timing, out: list[Action]) -> list[Peer]:
+        """Apply due suspect/dead transitions; returns the peers found dead."""
+        dead = []
+        for peer in list(self._peers.values()):
+            if now >= peer.last_seen + timing.failure_timeout:
+                del self._peers[peer.name]
+                dead.append(peer)
+                out.append(Publish("view.dead", {"name": peer.name}))
+            elif peer.state == ALIVE and now >= peer.last_seen + timing.suspect_timeout:
+                peer.state = SUSPECT
+                out.append(Publish("view.suspect", {"name": peer.name}))
+        return dead
+
+    def forgive(self, now: float) -> None:
+        """After this node was paused, count every peer as just heard from."""
+        for peer in self._peers.values():
+            peer.last_seen = now
+
+    def next_deadline(self, timing: Timing) -> float | None:
+        return min((p.next_deadline(timing) for p in self._peers.values()), default=None)
+
+    def highest(self) -> Peer | None:
+        """The highest-ranked peer (alive or suspect)."""
+        return max(self._peers.values(), key=lambda p: p.rank, default=None)

@@ -1,0 +1,372 @@
+"""One cluster member: membership plus the bully election with terms, as a pure state machine.
+
+Roles::
+
+    discovering --discovery_timeout--> (leader known) follower
+                                       (no leader, nobody higher) leader
+                                       (no leader, someone higher) candidate
+    candidate   --COORDINATOR/claim--> follower
+    candidate   --no ANSWER in time--> leader
+    follower    --leader dead/left---> candidate, or leader if nobody higher is alive
+    leader      --better claim-------> follower
+    any         --paused > failure_timeout--> discovering (a leader steps down first)
+
+A leadership *claim* is a COORDINATOR, or a heartbeat whose sender names itself
+leader. A claim is accepted when its term is higher than ours, or equal with a
+higher-ranked leader (so two leaders of one term resolve to the same winner
+everywhere). Terms never go backwards. The highest-ranked node that sees no
+live higher node declares itself at once with term = highest term seen + 1, so
+an election in a settled view costs one COORDINATOR; lower nodes only fall
+back to ELECTION/ANSWER when the higher node stays silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dsd.core.actions import Action, Log, Publish, Send
+from dsd.core.membership import Membership, Peer, Rank
+from dsd.core.timing import Timing
+from dsd.wire import Answer, Coordinator, Election, Heartbeat, Leave, Message, Probe
+
+DISCOVERING = "discovering"
+FOLLOWER = "follower"
+CANDIDATE = "candidate"
+LEADER = "leader"
+
+# Candidate phases: waiting for the higher node to declare, ELECTION sent, ANSWER received.
+WAITING, ASKED, ANSWERED = "waiting", "asked", "answered"
+
+
+@dataclass
+class Counters:
+    """Protocol counters shown by `dsctl stats`."""
+
+    elections_started: int = 0
+    elections_won: int = 0
+    leader_changes: int = 0
+    messages_refused: int = 0
+    pauses_detected: int = 0
+
+
+class Node:
+    """Feed it messages and time; it returns the actions to perform."""
+
+    def __init__(
+        self,
+        name: str,
+        priority: int,
+        incarnation: int,
+        timing: Timing,
+        preempt: bool = True,
+        address: str = "",
+        endpoint: str = "",
+    ) -> None:
+        self.name = name
+        self.priority = priority
+        self.incarnation = incarnation
+        self.timing = timing
+        self.preempt = preempt
+        self.address = address
+        self.endpoint = endpoint
+        self.commit = 0
+        self.peers = Membership()
+        self.counters = Counters()
+        self.role = DISCOVERING
+        self.term = 0
+        self.leader: str | None = None
+        self._highest_term_seen = 0
+        self._started = False
+        self._stopped = False
+        self._last_input: float | None = None
+        self._next_heartbeat = 0.0
+        self._discovery_deadline: float | None = None
+        self._probe_deadline: float | None = None
+        self._probe_interval = timing.discovery_timeout
+        self._phase: str | None = None
+        self._election_deadline: float | None = None
+
+    @property
+    def rank(self) -> Rank:
+        return (self.priority, self.name)
+
+    # ----------------------------------------------------------------- inputs
+
+    def start(self, now: float) -> list[Action]:
+        """Begin discovery: probe, and hold the first election once answers are in."""
+        out: list[Action] = []
+        self._started = True
+        self._last_input = now
+        self._next_heartbeat = now + self.timing.heartbeat_interval
+        self._enter_discovery(now, out)
+        return out
+
+    def receive(self, message: Message, address: str, now: float) -> list[Action]:
+        """A datagram from the group arrived (already decoded by `dsd.wire`)."""
+        out: list[Action] = []
+        if self._stopped or not self._started:
+            return out
+        self._notice_pause(now, out)
+        if message.name == self.name:
+            if message.incarnation != self.incarnation:
+                self.counters.messages_refused += 1
+                if message.incarnation > self.incarnation:
+                    out.append(Log("warning", f"another node uses the name {self.name!r}"))
+            return out
+        peer, restarted = self.peers.observe(message, address, now, out)
+        if peer is None:
+            self.counters.messages_refused += 1
+            return out
+        if restarted and self.leader == peer.name:
+            self._set_leader(None, out)
+        if isinstance(message, Heartbeat):
+            self._on_heartbeat(peer, message, now, out)
+        elif isinstance(message, Probe):
+            out.append(Send(self._heartbeat()))
+        elif isinstance(message, Leave):
+            self.peers.remove_left(peer, out)
+            if self.leader == peer.name:
+                self._set_leader(None, out)
+        elif isinstance(message, Election):
+            self._on_election(peer, now, out)
+        elif isinstance(message, Answer):
+            if message.to == self.name and self.role == CANDIDATE:
+                self._phase = ANSWERED
+                self._election_deadline = now + self.timing.coordinator_timeout
+        elif isinstance(message, Coordinator):
+            self._on_claim(peer, message.term, now, out)
+        self._settle(now, out)
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: apply every deadline that is due."""
+        out: list[Action] = []
+        if self._stopped or not self._started:
+            return out
+        self._notice_pause(now, out)
+        for peer in self.peers.expire(now, self.timing, out):
+            if self.leader == peer.name:
+                self._set_leader(None, out)
+        if self._probe_deadline is not None and now >= self._probe_deadline:
+            self._probe_again(now, out)
+        if self._discovery_deadline is not None and now >= self._discovery_deadline:
+            self._discovery_deadline = None
+            self.role = FOLLOWER
+        if self._election_deadline is not None and now >= self._election_deadline:
+            self._on_election_timeout(now, out)
+        if now >= self._next_heartbeat:
+            out.append(Send(self._heartbeat()))
+            self._next_heartbeat = max(
+                self._next_heartbeat + self.timing.heartbeat_interval, now + self.timing.heartbeat_interval / 2
+            )
+        self._settle(now, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When `tick` must be called next (None once stopped)."""
+        if self._stopped or not self._started:
+            return None
+        candidates = [
+            self._next_heartbeat,
+            self._discovery_deadline,
+            self._probe_deadline,
+            self._election_deadline,
+            self.peers.next_deadline(self.timing),
+        ]
+        return min(t for t in candidates if t is not None)
+
+    def leave(self, now: float) -> list[Action]:
+        """Clean shutdown: tell the group at once (a leader's peers elect immediately)."""
+        if self._stopped or not self._started:
+            return []
+        self._stopped = True
+        was_leader = self.role == LEADER
+        out: list[Action] = [Send(Leave(self.name, self.incarnation, self.priority))]
+        if was_leader:
+            out.append(Log("info", f"leaving as leader of term {self.term}: handing over"))
+        return out
+
+    def request_election(self, now: float) -> list[Action]:
+        """Operator asked for an election (`dsctl elect`): the highest live node takes over."""
+        out: list[Action] = []
+        if self._stopped or not self._started:
+            return out
+        self.counters.elections_started += 1
+        if self._highest_alive_is_me():
+            self._declare(now, out)
+        else:
+            self._ask_higher(now, out)
+        return out
+
+    def set_timing(self, timing: Timing, now: float) -> None:
+        """New timings (SIGHUP). Deadlines derived from last-heard times follow at once."""
+        self.timing = timing
+        self._next_heartbeat = min(self._next_heartbeat, now + timing.heartbeat_interval)
+
+    # --------------------------------------------------------------- handlers
+
+    def _on_heartbeat(self, peer: Peer, message: Heartbeat, now: float, out: list[Action]) -> None:
+        self._highest_term_seen = max(self._highest_term_seen, message.term)
+        if message.leader == peer.name:
+            self._on_claim(peer, message.term, now, out)
+        elif self.leader == peer.name and message.term >= self.term:
+            # Our leader says it no longer leads: stop following it.
+            self._set_leader(None, out)
+
+    def _on_claim(self, peer: Peer, term: int, now: float, out: list[Action]) -> None:
+        self._highest_term_seen = max(self._highest_term_seen, term)
+        current = self._leader_rank()
+        if term < self.term or (term == self.term and current is not None and peer.rank <= current):
+            if self.role == LEADER and peer.name != self.name:
+                out.append(Send(self._coordinator()))  # tell the stale claimer who leads
+            return
+        self.term = term
+        self._clear_election()
+        self._set_leader(peer.name, out)
+        if self.role == CANDIDATE:
+            self.role = FOLLOWER
+
+    def _on_election(self, peer: Peer, now: float, out: list[Action]) -> None:
+        if peer.rank > self.rank:
+            return
+        if self._highest_alive_is_me() and self.role != DISCOVERING:
+            if self.role == LEADER:
+                out.append(Send(self._coordinator()))
+            else:
+                self.counters.elections_started += 1
+                self._declare(now, out)
+            return
+        # A discovering node answers too: it will hold its own election when discovery ends.
+        out.append(Send(Answer(self.name, self.incarnation, self.priority, self.term, peer.name)))
+
+    def _on_election_timeout(self, now: float, out: list[Action]) -> None:
+        if self._phase == ASKED:
+            out.append(Log("info", "no ANSWER from any higher node: taking over"))
+            self._declare(now, out)
+        else:
+            self._ask_higher(now, out)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _settle(self, now: float, out: list[Action]) -> None:
+        """After any input: start an election if one is needed."""
+        if self.role in (DISCOVERING, LEADER):
+            return
+        if self.leader is None:
+            if self.role != CANDIDATE:
+                self.counters.elections_started += 1
+            if self._highest_alive_is_me():
+                self._declare(now, out)
+            elif self.role != CANDIDATE:
+                self.role = CANDIDATE
+                self._phase = WAITING
+                self._election_deadline = now + self.timing.election_timeout
+        elif self.preempt and self.rank > self._leader_rank() and self._highest_alive_is_me():  # type: ignore[operator]
+            out.append(Log("info", f"preempting lower-ranked leader {self.leader}"))
+            self.counters.elections_started += 1
+            self._declare(now, out)
+
+    def _declare(self, now: float, out: list[Action]) -> None:
+        self.term = max(self.term, self._highest_term_seen) + 1
+        self._highest_term_seen = self.term
+        self._clear_election()
+        self._discovery_deadline = None
+        self.role = LEADER
+        self.counters.elections_won += 1
+        self._set_leader(self.name, out)
+        out.append(Send(self._coordinator()))
+
+    def _ask_higher(self, now: float, out: list[Action]) -> None:
+        self.role = CANDIDATE
+        self._phase = ASKED
+        self._election_deadline = now + self.timing.election_timeout
+        out.append(Send(Election(self.name, self.incarnation, self.priority, self.term)))
+
+    def _clear_election(self) -> None:
+        self._phase = None
+        self._election_deadline = None
+
+    def _set_leader(self, leader: str | None, out: list[Action]) -> None:
+        if leader == self.leader:
+            return
+        previous, self.leader = self.leader, leader
+        if self.role == LEADER and leader != self.name:
+            self.role = FOLLOWER
+            out.append(Log("info", f"stepping down in term {self.term}"))
+        if leader is not None:
+            self.counters.leader_changes += 1
+        out.append(Publish("leader", {"leader": leader, "term": self.term, "previous": previous}))
+        out.append(Log("info", f"leader is now {leader} (term {self.term})"))
+
+    def _leader_rank(self) -> Rank | None:
+        if self.leader == self.name:
+            return self.rank
+        peer = self.peers.get(self.leader)
+        return peer.rank if peer is not None else None
+
+    def _highest_alive_is_me(self) -> bool:
+        highest = self.peers.highest()
+        return highest is None or highest.rank < self.rank
+
+    def _enter_discovery(self, now: float, out: list[Action]) -> None:
+        self.role = DISCOVERING
+        self._clear_election()
+        self._discovery_deadline = now + self.timing.discovery_timeout
+        self._probe_interval = self.timing.discovery_timeout
+        self._probe_deadline = now + self._probe_interval
+        out.append(Send(Probe(self.name, self.incarnation, self.priority)))
+
+    def _probe_again(self, now: float, out: list[Action]) -> None:
+        """Re-probe with backoff until someone answers."""
+        if len(self.peers):
+            self._probe_deadline = None
+            return
+        self._probe_interval = min(2 * self._probe_interval, self.timing.max_probe_interval)
+        self._probe_deadline = now + self._probe_interval
+        out.append(Send(Probe(self.name, self.incarnation, self.priority)))
+
+    def _notice_pause(self, now: float, out: list[Action]) -> None:
+        """Inputs arrive at least every heartbeat; a longer gap means we were stopped.
+
+        Peers have probably declared us dead and elected someone else, so a leader
+        steps down, and everyone re-discovers instead of timing out every peer.
+        """
+        last, self._last_input = self._last_input, now
+        if last is None or now - last <= self.timing.failure_timeout:
+            return
+        self.counters.pauses_detected += 1
+        out.append(Log("warning", f"paused for {now - last:.2f}s: re-discovering the cluster"))
+        self.peers.forgive(now)
+        if self.leader == self.name:
+            self._set_leader(None, out)
+        self._enter_discovery(now, out)
+
+    def _heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            self.name, self.incarnation, self.priority, self.term, self.leader,
+            self.role, self.endpoint, self.commit,
+        )
+
+    def _coordinator(self) -> Coordinator:
+        return Coordinator(self.name, self.incarnation, self.priority, self.term)
+
+    # ------------------------------------------------------------- snapshots
+
+    def view(self, now: float) -> dict[str, Any]:
+        """The `dsctl view --json` document."""
+        me = {
+            "name": self.name, "address": self.address, "priority": self.priority,
+            "state": "alive", "leader": self.leader, "term": self.term, "last_seen": 0.0,
+            "role": self.role,
+        }
+        servers = [me] + [
+            {
+                "name": p.name, "address": p.address, "priority": p.priority, "state": p.state,
+                "leader": p.leader, "term": p.term, "last_seen": round(max(0.0, now - p.last_seen), 3),
+                "role": p.role,
+            }
+            for p in self.peers
+        ]
+        servers.sort(key=lambda s: (s["priority"], s["name"]), reverse=True)
+        return {"self": self.name, "term": self.term, "leader": self.leader, "servers": servers}

@@ -1,0 +1,152 @@
+"""Bytes <-> control-plane messages: the one codec for every multicast datagram.
+
+A datagram is the 4-byte magic ``DSD`` + version byte, then one JSON object whose
+``"t"`` names the message type. Decoding is strict: unknown types, missing or
+extra fields, wrong field types and oversize datagrams all raise `WireError`, so
+nothing malformed ever reaches the core.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, Union
+
+MAGIC = b"DSD"
+VERSION = 1
+HEADER = MAGIC + bytes([VERSION])
+MAX_DATAGRAM = 1400
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+MAX_TEXT = 256
+MAX_INT = 2**63 - 1
+
+
+class WireError(ValueError):
+    """A datagram that is not a valid message of this protocol version."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Sent at start-up: every node answers at once with a heartbeat."""
+
+    TYPE: ClassVar[str] = "probe"
+    name: str
+    incarnation: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Periodic sign of life carrying the sender's belief about the cluster."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    name: str
+    incarnation: int
+    priority: int
+    term: int
+    leader: str | None
+    state: str
+    endpoint: str
+    commit: int
+
+
+@dataclass(frozen=True)
+class Leave:
+    """Clean shutdown: peers drop the sender at once."""
+
+    TYPE: ClassVar[str] = "leave"
+    name: str
+    incarnation: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class Election:
+    """Bully ELECTION: asks higher-ranked nodes to take over."""
+
+    TYPE: ClassVar[str] = "election"
+    name: str
+    incarnation: int
+    priority: int
+    term: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Bully ANSWER ("OK"): a higher-ranked node tells ``to`` it is alive."""
+
+    TYPE: ClassVar[str] = "answer"
+    name: str
+    incarnation: int
+    priority: int
+    term: int
+    to: str
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    """The sender declares itself leader for ``term``."""
+
+    TYPE: ClassVar[str] = "coordinator"
+    name: str
+    incarnation: int
+    priority: int
+    term: int
+
+
+Message = Union[Probe, Heartbeat, Leave, Election, Answer, Coordinator]
+MESSAGE_TYPES: dict[str, type] = {
+    cls.TYPE: cls for cls in (Probe, Heartbeat, Leave, Election, Answer, Coordinator)
+}
+STATES = ("discovering", "follower", "candidate", "leader")
+
+
+def encode(message: Message) -> bytes:
+    """Serialise `message`; raises WireError if it would exceed MAX_DATAGRAM."""
+    body = {"t": message.TYPE, **asdict(message)}
+    data = HEADER + json.dumps(body, separators=(",", ":")).encode()
+    if len(data) > MAX_DATAGRAM:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    return data
+
+
+def decode(data: bytes) -> Message:
+    """Parse one datagram; raises WireError for anything that is not a valid message."""
+    if len(data) > MAX_DATAGRAM:
+        raise WireError(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    if not data.startswith(MAGIC):
+        raise WireError("not a dsd datagram (bad magic)")
+    if len(data) < len(HEADER) or data[len(MAGIC)] != VERSION:
+        version = data[len(MAGIC)] if len(data) > len(MAGIC) else None
+        raise WireError(f"unsupported protocol version {version}")
+    try:
+        body = json.loads(data[len(HEADER):].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WireError(f"bad JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise WireError("message is not a JSON object")
+    cls = MESSAGE_TYPES.get(body.pop("t", None))  # type: ignore[arg-type]
+    if cls is None:
+        raise WireError("unknown message type")
+    names = [f.name for f in fields(cls)]
+    if set(body) != set(names):
+        raise WireError(f"{cls.TYPE}: fields {sorted(body)} != {sorted(names)}")
+    for name in names:
+        _check_field(cls.TYPE, name, body[name])
+    return cls(**body)
+
+
+def _check_field(kind: str, name: str, value: object) -> None:
+    if name in ("name", "to"):
+        ok = isinstance(value, str) and NAME_PATTERN.match(value) is not None
+    elif name == "leader":
+        ok = value is None or (isinstance(value, str) and NAME_PATTERN.match(value) is not None)
+    elif name == "state":
+        ok = value in STATES
+    elif name == "endpoint":
+        ok = isinstance(value, str) and len(value) <= MAX_TEXT
+    else:
+        ok = type(value) is int and 0 <= value <= MAX_INT
+    if not ok:
+        raise WireError(f"{kind}: bad {name} {value!r}")

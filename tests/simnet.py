@@ -1,0 +1,184 @@
+"""A deterministic fake network for many `dsd.core.Node`s: loss, delay, crashes, partitions.
+
+Everything runs on a virtual clock driven by one event heap, so fifty nodes and
+minutes of protocol time take about a second, and a seed reproduces a run exactly.
+Every datagram goes through `dsd.wire` both ways, as on a real network.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dsd import wire
+from dsd.core.actions import Action, Publish, Send
+from dsd.core.node import LEADER, Node
+from dsd.core.timing import Timing
+
+FAST = Timing(heartbeat_interval=0.05, failure_timeout=0.25, discovery_timeout=0.05)
+
+
+@dataclass
+class SimNode:
+    node: Node
+    scheduled: float | None = None
+    events: list[tuple[float, str, dict]] = field(default_factory=list)
+
+
+class SimCluster:
+    """Nodes on a simulated multicast group."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        timing: Timing = FAST,
+        loss: float = 0.0,
+        delay: tuple[float, float] = (0.0002, 0.002),
+        preempt: bool = True,
+    ) -> None:
+        self.random = random.Random(seed)
+        self.timing = timing
+        self.loss = loss
+        self.delay = delay
+        self.preempt = preempt
+        self.now = 0.0
+        self.nodes: dict[str, SimNode] = {}
+        self.priorities: dict[str, int] = {}
+        self.sent: Counter[str] = Counter()
+        self.max_term: dict[tuple[str, int], int] = {}
+        self._groups: list[set[str]] | None = None
+        self._heap: list[tuple[float, int, str, object]] = []
+        self._seq = 0
+        self._incarnation = 0
+
+    # ------------------------------------------------------------ membership
+
+    def add(self, name: str, priority: int = 100) -> Node:
+        self._incarnation += 1
+        self.priorities[name] = priority
+        node = Node(name, priority, self._incarnation, self.timing, self.preempt, address=f"sim:{name}")
+        self.nodes[name] = SimNode(node)
+        self._apply(name, node.start(self.now))
+        return node
+
+    def crash(self, name: str) -> None:
+        del self.nodes[name]
+
+    def stop(self, name: str) -> None:
+        """Clean shutdown: LEAVE, then gone."""
+        sim = self.nodes.pop(name)
+        for action in sim.node.leave(self.now):
+            if isinstance(action, Send):
+                self._broadcast(name, action.message)
+
+    def restart(self, name: str) -> Node:
+        self.nodes.pop(name, None)
+        return self.add(name, self.priorities[name])
+
+    def partition(self, *groups: set[str]) -> None:
+        self._groups = [set(g) for g in groups]
+
+    def heal(self) -> None:
+        self._groups = None
+
+    def connected(self, a: str, b: str) -> bool:
+        if self._groups is None:
+            return True
+        return any(a in g and b in g for g in self._groups)
+
+    # ------------------------------------------------------------------ time
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until(self, deadline: float) -> None:
+        while self._heap and self._heap[0][0] <= deadline:
+            at, _, kind, payload = heapq.heappop(self._heap)
+            self.now = at
+            if kind == "tick":
+                name = payload
+                sim = self.nodes.get(name)  # type: ignore[arg-type]
+                if sim is None or sim.scheduled != at:
+                    continue
+                sim.scheduled = None
+                self._apply(name, sim.node.tick(at))  # type: ignore[arg-type]
+            else:
+                source, target, data = payload  # type: ignore[misc]
+                sim = self.nodes.get(target)
+                if sim is not None:
+                    self._apply(target, sim.node.receive(wire.decode(data), f"sim:{source}", at))
+        self.now = deadline
+
+    def wait_for(self, condition: Callable[[], bool], within: float, step: float = 0.01) -> bool:
+        """Advance virtual time until `condition` holds; False if `within` passes first."""
+        deadline = self.now + within
+        while self.now < deadline:
+            if condition():
+                return True
+            self.run_for(step)
+        return condition()
+
+    # --------------------------------------------------------------- checks
+
+    def live(self) -> list[Node]:
+        return [sim.node for sim in self.nodes.values()]
+
+    def expected_leader(self) -> str:
+        return max(self.nodes, key=lambda n: (self.priorities[n], n))
+
+    def agreed(self, check_rank: bool = True) -> bool:
+        """The DESIGN.md invariants: one view, one (term, leader), the right leader."""
+        nodes = self.live()
+        names = set(self.nodes)
+        for node in nodes:
+            if {p.name for p in node.peers} != names - {node.name}:
+                return False
+            if any(p.state != "alive" for p in node.peers):
+                return False
+        beliefs = {(n.term, n.leader) for n in nodes}
+        if len(beliefs) != 1:
+            return False
+        leader = nodes[0].leader
+        if leader is None or self.nodes[leader].node.role != LEADER:
+            return False
+        if sum(n.role == LEADER for n in nodes) != 1:
+            return False
+        return not check_rank or leader == self.expected_leader()
+
+    def events(self, name: str, topic: str | None = None) -> list[tuple[float, str, dict]]:
+        return [e for e in self.nodes[name].events if topic is None or e[1] == topic]
+
+    # ------------------------------------------------------------- plumbing
+
+    def _apply(self, name: str, actions: list[Action]) -> None:
+        sim = self.nodes[name]
+        key = (name, sim.node.incarnation)
+        if sim.node.term < self.max_term.get(key, 0):
+            raise AssertionError(f"term went backwards on {name}: {self.max_term[key]} -> {sim.node.term}")
+        self.max_term[key] = sim.node.term
+        for action in actions:
+            if isinstance(action, Send):
+                self._broadcast(name, action.message)
+            elif isinstance(action, Publish):
+                sim.events.append((self.now, action.topic, action.event))
+        deadline = sim.node.next_deadline()
+        if deadline is not None and deadline != sim.scheduled:
+            sim.scheduled = deadline
+            self._push(deadline, "tick", name)
+
+    def _broadcast(self, source: str, message: wire.Message) -> None:
+        self.sent[message.TYPE] += 1
+        data = wire.encode(message)
+        for target in self.nodes:
+            if target == source or not self.connected(source, target):
+                continue
+            if self.random.random() < self.loss:
+                continue
+            self._push(self.now + self.random.uniform(*self.delay), "deliver", (source, target, data))
+
+    def _push(self, at: float, kind: str, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, kind, payload))
