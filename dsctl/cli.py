@@ -1,0 +1,143 @@
+"""`dsctl`: the operator's window into a dsd daemon.
+
+Aligned columns for people, ``--json`` for scripts. Exit codes: 0 ok,
+1 failed, 2 usage, 3 daemon unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import zmq
+
+from dsd.client import ControlClient, DaemonError, Unreachable
+from dsd.commands import COMMANDS
+from dsd.config import ConfigError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+WATCH_HELP = "stream feed events until Ctrl-C, one line each"
+
+
+def table(rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces, like `supervisorctl status`."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def render_view(view: dict[str, Any]) -> str:
+    rows = [["", "NAME", "ADDRESS", "PRIORITY", "STATE", "ROLE", "LEADER", "TERM", "LAST SEEN"]]
+    for server in view["servers"]:
+        mark = "*" if server["name"] == view["leader"] else ""
+        name = server["name"] + (" (self)" if server["name"] == view["self"] else "")
+        rows.append([
+            mark, name, server["address"] or "-", str(server["priority"]), server["state"],
+            server.get("role", ""), server["leader"] or "-", str(server["term"]), f"{server['last_seen']:.1f}s",
+        ])
+    leader = view["leader"] or "none (election in progress)"
+    return table(rows) + f"\n\nleader: {leader}  term: {view['term']}  servers: {len(view['servers'])}"
+
+
+def render_leader(result: dict[str, Any]) -> str:
+    if result["leader"] is None:
+        return f"no leader (term {result['term']}): an election is in progress"
+    return f"{result['leader']} (term {result['term']})"
+
+
+def render_pairs(result: dict[str, Any]) -> str:
+    return table([[key, str(value)] for key, value in result.items()])
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "view": render_view,
+    "leader": render_leader,
+    "stats": render_pairs,
+    "info": render_pairs,
+    "ping": lambda result: "pong",
+    "elect": lambda result: f"election started (term was {result['term']})",
+}
+
+
+def render_event(event: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("time", time.time())))
+    details = " ".join(
+        f"{key}={value}" for key, value in event.items() if key not in ("topic", "time", "node")
+    )
+    return f"{stamp} {event.get('node', '?')} {event['topic']} {details}".rstrip()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    # The options are accepted before and after COMMAND ("dsctl view --json").
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="dsd configuration to read the endpoints from")
+    common.add_argument("-e", "--endpoint", default=argparse.SUPPRESS,
+                        help="control endpoint (overrides the configuration)")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, metavar="S",
+                        help="seconds per try (default 1)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parser = argparse.ArgumentParser(
+        prog="dsctl",
+        description="Inspect and operate a dsd daemon.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, text in [(c.name, c.help) for c in COMMANDS.values()] + [("watch", WATCH_HELP)]:
+        sub.add_parser(name, help=text, description=text, parents=[common])
+    args = parser.parse_args(argv)
+    for option, default in (("config", None), ("endpoint", None), ("timeout", 1.0), ("json", False)):
+        if not hasattr(args, option):
+            setattr(args, option, default)
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    return args
+
+
+def watch(client: ControlClient, as_json: bool) -> int:
+    feed = client.request("info")["feed"]
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.SUBSCRIBE, b"")
+    socket.connect(feed)
+    try:
+        while True:
+            _, body = socket.recv_multipart()
+            event = json.loads(body)
+            print(json.dumps(event) if as_json else render_event(event), flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        socket.close(linger=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    endpoint = args.endpoint
+    if endpoint is None:
+        try:
+            endpoint = load_settings(args.config).control.endpoint
+        except ConfigError as error:
+            print(f"dsctl: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        with ControlClient(endpoint, timeout=args.timeout) as client:
+            if args.command == "watch":
+                return watch(client, args.json)
+            result = client.request(args.command)
+    except Unreachable as error:
+        print(f"dsctl: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except DaemonError as error:
+        print(f"dsctl: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result, indent=2) if args.json else RENDERERS[args.command](result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

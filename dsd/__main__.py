@@ -1,0 +1,5 @@
+import sys
+
+from dsd.daemon import main
+
+sys.exit(main())

@@ -1,0 +1,144 @@
+"""`dsd`: the command line of the daemon.
+
+Everything that can fail for a reason the operator should see (configuration,
+another daemon on the same endpoints, a busy pidfile) is checked before
+detaching, so the error reaches the terminal. The event loop and the ZeroMQ
+context are created only after detaching, as forking must not copy them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import sys
+from typing import IO
+
+from dsd import __version__
+from dsd.config import ConfigError, Settings, find_config_path, load_settings, render_settings
+from dsd.io.control import BindError
+from dsd.io.multicast import TransportError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="dsd",
+        description="LAN cluster daemon: multicast discovery, heartbeats, failure detection, "
+        "bully election; operated with dsctl.",
+        epilog="Configuration: -c PATH, else $DSD_CONFIG, else /etc/dsd.toml, else built-in defaults.",
+    )
+    parser.add_argument("-c", "--config", metavar="PATH", help="configuration file")
+    parser.add_argument("--check-config", action="store_true", help="validate, print the effective settings, exit")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override [log] level")
+    parser.add_argument("--daemon", action="store_true", help="detach from the terminal (hosts without systemd)")
+    parser.add_argument("--pidfile", metavar="PATH", help="with --daemon: write the process id here")
+    parser.add_argument("--log-file", metavar="PATH", help="with --daemon: append logs here instead of discarding them")
+    parser.add_argument("--version", action="version", version=f"dsd {__version__}")
+    args = parser.parse_args(argv)
+    if (args.pidfile or args.log_file) and not args.daemon:
+        parser.error("--pidfile and --log-file need --daemon")
+    return args
+
+
+def setup_logging(settings: Settings, level: str | None, stream: IO[str]) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s {settings.node.name} %(levelname)s %(name)s: %(message)s"
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or settings.log.level).upper())
+
+
+def ipc_path(endpoint: str) -> str | None:
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+def claim_endpoints(settings: Settings) -> list[int]:
+    """Lock each ipc endpoint so a second dsd refuses to start instead of stealing it.
+
+    The lock is a `flock` on PATH.lock, held by the open descriptor for the
+    process's life, so a crashed daemon never leaves a stale lock behind; its
+    stale socket file is removed before binding.
+    """
+    descriptors = []
+    for endpoint in (settings.control.endpoint, settings.control.feed):
+        path = ipc_path(endpoint)
+        if path is None:
+            continue
+        os.makedirs(os.path.dirname(path) or ".", mode=0o750, exist_ok=True)
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BindError(
+                f"another dsd is already running on {endpoint} (its lock {path}.lock is held); "
+                "stop it or give this one other [control] endpoints"
+            ) from None
+        if os.path.exists(path):
+            os.unlink(path)
+        descriptors.append(fd)
+    return descriptors
+
+
+def serve(settings: Settings, config_path: str | None) -> int:
+    from dsd.service import Service
+
+    async def main() -> None:
+        service = Service(settings, config_path)
+        await service.run()
+
+    try:
+        asyncio.run(main())
+    except (BindError, TransportError) as error:
+        logging.getLogger("dsd").error("%s", error)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def detach(args: argparse.Namespace, keep: list[int]) -> None:
+    import daemon
+    import daemon.pidfile
+
+    pidfile = None
+    if args.pidfile:
+        pidfile = daemon.pidfile.TimeoutPIDLockFile(os.path.abspath(args.pidfile), acquire_timeout=0)
+        if pidfile.is_locked():
+            raise BindError(f"pidfile {args.pidfile} is held by process {pidfile.read_pid()}")
+    log_file = open(args.log_file, "a", buffering=1) if args.log_file else None
+    context = daemon.DaemonContext(
+        pidfile=pidfile, umask=0o027, files_preserve=keep, stderr=log_file, stdout=log_file,
+        detach_process=True,
+    )
+    context.open()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config_path = find_config_path(args.config)
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        print(f"dsd: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.check_config:
+        print(render_settings(settings), end="")
+        return EXIT_OK
+    try:
+        locks = claim_endpoints(settings)
+        if args.daemon:
+            detach(args, locks)
+    except (BindError, OSError) as error:
+        print(f"dsd: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    setup_logging(settings, args.log_level, sys.stderr)
+    return serve(settings, config_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

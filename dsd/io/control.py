@@ -1,0 +1,88 @@
+"""The control socket (ROUTER serving REQ clients) and the event feed (PUB)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Callable
+
+import zmq
+import zmq.asyncio
+
+log = logging.getLogger("dsd.control")
+
+RequestHandler = Callable[[bytes], bytes]
+
+
+class BindError(OSError):
+    """An endpoint could not be bound (in use, bad address, no permission)."""
+
+
+def bind(socket: zmq.asyncio.Socket, endpoint: str, what: str) -> None:
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError as error:
+        raise BindError(f"cannot bind the {what} endpoint {endpoint}: {error.strerror}") from None
+
+
+class ControlServer:
+    """Answers each request frame with `handler(payload)`; malformed envelopes are dropped."""
+
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler) -> None:
+        self.endpoint = endpoint
+        self._handler = handler
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)
+        bind(self._socket, endpoint, "control")
+        self.requests = 0
+        self.rejected = 0
+
+    async def serve(self) -> None:
+        while True:
+            frames = await self._socket.recv_multipart()
+            if len(frames) != 3 or frames[1] != b"":
+                self.rejected += 1
+                log.debug("dropped a control message of %d frames", len(frames))
+                continue
+            self.requests += 1
+            await self._socket.send_multipart([frames[0], b"", self._handler(frames[2])])
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+class Feed:
+    """Publishes `[topic, json]` events; slow subscribers are dropped by ZeroMQ's HWM, never waited for."""
+
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, node: str) -> None:
+        self.endpoint = endpoint
+        self._node = node
+        self._socket = context.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SNDHWM, 10000)
+        bind(self._socket, endpoint, "feed")
+        self.published = 0
+
+    def publish(self, topic: str, event: dict[str, Any]) -> None:
+        body = {"topic": topic, "node": self._node, "time": round(time.time(), 6), **event}
+        try:
+            self._socket.send_multipart([topic.encode(), json.dumps(body).encode()], flags=zmq.NOBLOCK)
+            self.published += 1
+        except zmq.Again:
+            log.debug("feed full: dropped %s", topic)
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+async def cancel(task: "asyncio.Task[Any] | None") -> None:
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

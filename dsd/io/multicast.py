@@ -1,0 +1,125 @@
+"""UDP multicast transport: the one place that touches the group socket.
+
+`Transport` is the small interface the daemon needs (start, send, close, the
+local address). A unicast peer-list transport for networks without multicast
+can implement the same interface without touching the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import ipaddress
+import socket
+import struct
+from typing import Callable, Protocol
+
+DatagramHandler = Callable[[bytes, str], None]
+SIOCGIFADDR = 0x8915
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+class Transport(Protocol):
+    local_address: str
+
+    async def start(self, on_datagram: DatagramHandler) -> None: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class TransportError(OSError):
+    """The group socket could not be set up (bad interface, port in use...)."""
+
+
+def interface_address(interface: str, group: str) -> str:
+    """The IPv4 address multicast leaves from: the named or given one, else the routed one."""
+    if not interface:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect((group, 9))  # no packet is sent: this only asks the routing table
+            return probe.getsockname()[0]
+        except OSError:
+            return "0.0.0.0"
+        finally:
+            probe.close()
+    try:
+        return str(ipaddress.IPv4Address(interface))
+    except ValueError:
+        pass
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        request = struct.pack("256s", interface.encode()[:15])
+        return socket.inet_ntoa(fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)[20:24])
+    except OSError as error:
+        raise TransportError(f"interface {interface!r} has no IPv4 address: {error.strerror}") from None
+    finally:
+        probe.close()
+
+
+class MulticastTransport(asyncio.DatagramProtocol):
+    """Joins `group` on `interface`; every daemon on a host can share the port."""
+
+    def __init__(self, group: str, port: int, interface: str, ttl: int) -> None:
+        self.group = group
+        self.port = port
+        self.interface = interface
+        self.ttl = ttl
+        self.local_address = f"{interface_address(interface, group)}:{port}"
+        self._handler: DatagramHandler | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self, on_datagram: DatagramHandler) -> None:
+        self._handler = on_datagram
+        sock = self._open_socket()
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+
+    def _open_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.bind((self.group, self.port))
+            membership = self._membership_request()
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            if self.interface:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, membership)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, self.ttl)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            sock.setblocking(False)
+        except OSError as error:
+            sock.close()
+            where = f"group {self.group}:{self.port} on interface {self.interface or 'default'}"
+            raise TransportError(f"cannot join {where}: {error.strerror or error}") from None
+        return sock
+
+    def _membership_request(self) -> bytes:
+        """An ip_mreqn: by address for an IPv4 interface, by index for a named one."""
+        group = socket.inet_aton(self.group)
+        if not self.interface:
+            return struct.pack("4s4si", group, socket.inet_aton("0.0.0.0"), 0)
+        try:
+            address = socket.inet_aton(str(ipaddress.IPv4Address(self.interface)))
+            return struct.pack("4s4si", group, address, 0)
+        except ValueError:
+            index = socket.if_nametoindex(self.interface)
+            return struct.pack("4s4si", group, socket.inet_aton("0.0.0.0"), index)
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, (self.group, self.port))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        if self._handler is not None:
+            self._handler(data, f"{addr[0]}:{addr[1]}")
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors and the like: UDP is best effort, the protocol copes with loss."""
