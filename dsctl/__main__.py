@@ -1,0 +1,5 @@
+import sys
+
+from dsctl.cli import main
+
+sys.exit(main())

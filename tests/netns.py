@@ -1,0 +1,102 @@
+"""Private hosts for tests and benchmarks: network namespaces joined by a bridge (DESIGN.md 6).
+
+Nothing started here can reach the machine's real network: each host has only
+its own loopback and a veth into a bridge that itself lives in a namespace.
+Where namespaces cannot be made (not root), `loopback_only()` says why and
+callers fall back to daemons sharing the root namespace's loopback interface.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+SUBNET = "10.77.0"
+
+
+def run(*args: str) -> None:
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def namespaces_unavailable() -> str | None:
+    """None if private hosts can be made here, else the reason they cannot."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    probe = f"dsdprobe{uuid.uuid4().hex[:8]}"
+    try:
+        run("ip", "netns", "add", probe)
+    except (subprocess.CalledProcessError, OSError) as error:
+        return f"cannot create a network namespace: {error}"
+    run("ip", "netns", "del", probe)
+    return None
+
+
+class PrivateNetwork:
+    """`count` hosts h1..hN at 10.77.0.i/24 on one bridge; use as a context manager."""
+
+    def __init__(self, count: int) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.count = count
+        self.switch = f"dsd{self.tag}sw"
+        self.hosts = [f"dsd{self.tag}h{i}" for i in range(1, count + 1)]
+        self._made: list[str] = []
+
+    def __enter__(self) -> "PrivateNetwork":
+        try:
+            self.create()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def create(self) -> None:
+        self._add_namespace(self.switch)
+        self._in(self.switch, "ip", "link", "add", "br0", "type", "bridge")
+        self._in(self.switch, "ip", "link", "set", "br0", "up")
+        for i in range(1, self.count + 1):
+            host, veth = self.hosts[i - 1], self._veth(i)
+            self._add_namespace(host)
+            run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", host)
+            run("ip", "link", "set", veth, "netns", self.switch)
+            self._in(self.switch, "ip", "link", "set", veth, "master", "br0", "up")
+            self._in(host, "ip", "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
+            self._in(host, "ip", "link", "set", "eth0", "up")
+            self._in(host, "ip", "link", "set", "lo", "up")
+            self._in(host, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+
+    def destroy(self) -> None:
+        """Delete every namespace made (their veths go with them)."""
+        for name in reversed(self._made):
+            subprocess.run(["ip", "netns", "del", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._made.clear()
+
+    def address(self, i: int) -> str:
+        return f"{SUBNET}.{i}"
+
+    def prefix(self, i: int) -> list[str]:
+        """The command prefix that runs a program on host i."""
+        return ["ip", "netns", "exec", self.hosts[i - 1]]
+
+    def cut(self, i: int) -> None:
+        """Unplug host i from the bridge."""
+        self._in(self.switch, "ip", "link", "set", self._veth(i), "down")
+
+    def reconnect(self, i: int) -> None:
+        self._in(self.switch, "ip", "link", "set", self._veth(i), "up")
+
+    def _veth(self, i: int) -> str:
+        return f"d{self.tag}v{i}"
+
+    def _add_namespace(self, name: str) -> None:
+        run("ip", "netns", "add", name)
+        self._made.append(name)
+
+    def _in(self, namespace: str, *args: str) -> None:
+        run("ip", "netns", "exec", namespace, *args)
