@@ -86,11 +86,11 @@ def claim_endpoints(settings: Settings) -> list[int]:
     return descriptors
 
 
-def serve(settings: Settings, config_path: str | None) -> int:
+def serve(settings: Settings, config_path: str | None, log_level: str | None) -> int:
     from dsd.service import Service
 
     async def main() -> None:
-        service = Service(settings, config_path)
+        service = Service(settings, config_path, log_level=log_level)
         await service.run()
 
     try:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dsd: {error}", file=sys.stderr)
         return EXIT_FAILED
     setup_logging(settings, args.log_level, sys.stderr)
-    return serve(settings, config_path)
+    return serve(settings, config_path, args.log_level)
 
 
 if __name__ == "__main__":

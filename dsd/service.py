@@ -37,9 +37,16 @@ def timing_of(settings: Settings) -> Timing:
 class Service:
     """One dsd process: a Node, its multicast transport, control socket and feed."""
 
-    def __init__(self, settings: Settings, config_path: str | None, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: str | None,
+        transport: Transport | None = None,
+        log_level: str | None = None,
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.log_level = log_level  # --log-level wins over the file, across reloads too
         self.loop = asyncio.get_running_loop()
         self.transport = transport or MulticastTransport(
             settings.cluster.group, settings.cluster.port, settings.cluster.interface, settings.cluster.ttl
@@ -120,7 +127,7 @@ class Service:
             ]
             if changed:
                 log.warning("reload: [%s] changed; those take effect at the next restart", "], [".join(changed))
-            logging.getLogger().setLevel(fresh.log.level.upper())
+            logging.getLogger().setLevel((self.log_level or fresh.log.level).upper())
             self.node.set_timing(timing_of(fresh), self.loop.time())
             self.settings = _with_runtime(self.settings, fresh)
             self._rearm()
