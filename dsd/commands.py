@@ -11,10 +11,12 @@ Reply:    ``{"ok": true, "result": {...}}`` or
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 MAX_REQUEST = 64 * 1024
+log = logging.getLogger("dsd.control")
 
 
 class Daemon(Protocol):
@@ -96,4 +98,7 @@ def handle(daemon: Daemon, payload: bytes) -> bytes:
         reply: dict[str, Any] = {"ok": True, "result": command.run(daemon, args)}
     except RequestError as error:
         reply = {"ok": False, "error": {"code": error.code, "message": error.message}}
+    except Exception as error:  # a bug in one command must not take the control socket down
+        log.exception("control request failed")
+        reply = {"ok": False, "error": {"code": "internal", "message": f"internal error: {error}"}}
     return json.dumps(reply).encode()

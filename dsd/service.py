@@ -79,6 +79,7 @@ class Service:
             self.loop.add_signal_handler(sig, self._stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         tasks = [asyncio.ensure_future(self.control.serve())]
+        tasks[0].add_done_callback(self._on_control_done)
         interval = self.notifier.watchdog_interval()
         if interval:
             tasks.append(asyncio.ensure_future(self._watchdog(interval)))
@@ -150,6 +151,11 @@ class Service:
     def _on_timer(self) -> None:
         self._timer = None
         self._apply(self.node.tick(self.loop.time()))
+
+    def _on_control_done(self, task: "asyncio.Task[None]") -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("control socket failed, stopping: %s", task.exception())
+            self.stop()
 
     def _on_request(self, payload: bytes) -> bytes:
         return commands.handle(self, payload)
