@@ -19,6 +19,7 @@ from dsd.core.node import LEADER, Node
 from dsd.core.timing import Timing
 
 FAST = Timing(heartbeat_interval=0.05, failure_timeout=0.25, discovery_timeout=0.05)
+ELECTION_TYPES = ("election", "answer", "coordinator")
 
 
 @dataclass
@@ -50,6 +51,11 @@ class SimCluster:
         self.sent: Counter[str] = Counter()
         self.max_term: dict[tuple[str, int], int] = {}
         self._groups: list[set[str]] | None = None
+        # Paused nodes (SIGSTOP, a long GC, a frozen VM): no ticks, and datagrams to them
+        # are dropped, or kept in a backlog the kernel would hand over on resume.
+        self.paused: dict[str, list[tuple[str, bytes]] | None] = {}
+        # Every datagram sent, as (time, source, message), when `trace` is a list.
+        self.trace: list[tuple[float, str, wire.Message]] | None = None
         self._heap: list[tuple[float, int, str, object]] = []
         self._seq = 0
         self._incarnation = 0
@@ -66,17 +72,35 @@ class SimCluster:
 
     def crash(self, name: str) -> None:
         del self.nodes[name]
+        self.paused.pop(name, None)
 
     def stop(self, name: str) -> None:
         """Clean shutdown: LEAVE, then gone."""
         sim = self.nodes.pop(name)
+        self.paused.pop(name, None)
         for action in sim.node.leave(self.now):
             if isinstance(action, Send):
                 self._broadcast(name, action.message)
 
     def restart(self, name: str) -> Node:
+        """Crash (if running) and start again with a new incarnation."""
         self.nodes.pop(name, None)
+        self.paused.pop(name, None)
         return self.add(name, self.priorities[name])
+
+    def pause(self, name: str, backlog: bool = False) -> None:
+        """Freeze `name`: no ticks; datagrams to it are dropped (or queued, with `backlog`)."""
+        self.paused[name] = [] if backlog else None
+        self.nodes[name].scheduled = None
+
+    def resume(self, name: str) -> None:
+        """Thaw `name` now: its queued datagrams (if any) arrive first, then it ticks."""
+        backlog = self.paused.pop(name)
+        sim = self.nodes[name]
+        for source, data in backlog or ():
+            if name in self.nodes:
+                self._apply(name, sim.node.receive(wire.decode(data), f"sim:{source}", self.now))
+        self._apply(name, sim.node.tick(self.now))
 
     def partition(self, *groups: set[str]) -> None:
         self._groups = [set(g) for g in groups]
@@ -101,14 +125,18 @@ class SimCluster:
             if kind == "tick":
                 name = payload
                 sim = self.nodes.get(name)  # type: ignore[arg-type]
-                if sim is None or sim.scheduled != at:
+                if sim is None or sim.scheduled != at or name in self.paused:
                     continue
                 sim.scheduled = None
                 self._apply(name, sim.node.tick(at))  # type: ignore[arg-type]
             else:
                 source, target, data = payload  # type: ignore[misc]
                 sim = self.nodes.get(target)
-                if sim is not None:
+                if target in self.paused:
+                    backlog = self.paused[target]
+                    if backlog is not None:
+                        backlog.append((source, data))
+                elif sim is not None:
                     self._apply(target, sim.node.receive(wire.decode(data), f"sim:{source}", at))
         self.now = deadline
 
@@ -125,6 +153,25 @@ class SimCluster:
 
     def live(self) -> list[Node]:
         return [sim.node for sim in self.nodes.values()]
+
+    def leaders(self) -> list[str]:
+        """Names of the running nodes whose role is leader."""
+        return sorted(n.name for n in self.live() if n.role == LEADER)
+
+    def describe(self) -> str:
+        """Each node's (term, leader, role, view), one line each, for assertion messages."""
+        lines = [f"t={self.now:.3f} loss={self.loss} groups={self._groups} paused={sorted(self.paused)}"]
+        for name in sorted(self.nodes, key=lambda n: (self.priorities[n], n), reverse=True):
+            node = self.nodes[name].node
+            view = ",".join(
+                f"{p.name}{'' if p.state == 'alive' else '?'}"
+                for p in sorted(node.peers, key=lambda p: p.rank, reverse=True)
+            )
+            lines.append(
+                f"  {name} prio={node.priority} inc={node.incarnation}: term={node.term} "
+                f"leader={node.leader} role={node.role} view=[{view}]"
+            )
+        return "\n".join(lines)
 
     def expected_leader(self) -> str:
         return max(self.nodes, key=lambda n: (self.priorities[n], n))
@@ -147,6 +194,15 @@ class SimCluster:
         if sum(n.role == LEADER for n in nodes) != 1:
             return False
         return not check_rank or leader == self.expected_leader()
+
+    def measure(
+        self, action: Callable[[], object], condition: Callable[[], bool], within: float, step: float = 0.001
+    ) -> tuple[bool, float, Counter[str]]:
+        """Do `action`, then run until `condition`: (reached, virtual seconds, datagrams sent by type)."""
+        before, start = self.sent.copy(), self.now
+        action()
+        reached = self.wait_for(condition, within, step)
+        return reached, self.now - start, self.sent - before
 
     def events(self, name: str, topic: str | None = None) -> list[tuple[float, str, dict]]:
         return [e for e in self.nodes[name].events if topic is None or e[1] == topic]
@@ -171,6 +227,8 @@ class SimCluster:
 
     def _broadcast(self, source: str, message: wire.Message) -> None:
         self.sent[message.TYPE] += 1
+        if self.trace is not None:
+            self.trace.append((self.now, source, message))
         data = wire.encode(message)
         for target in self.nodes:
             if target == source or not self.connected(source, target):
