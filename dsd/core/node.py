@@ -129,7 +129,7 @@ class Node:
             if self.leader == peer.name:
                 self._set_leader(None, out)
         elif isinstance(message, Election):
-            self._on_election(peer, now, out)
+            self._on_election(peer, message.term, now, out)
         elif isinstance(message, Answer):
             if message.to == self.name and self.role == CANDIDATE:
                 self._phase = ANSWERED
@@ -227,13 +227,18 @@ class Node:
         if self.role == CANDIDATE:
             self.role = FOLLOWER
 
-    def _on_election(self, peer: Peer, now: float, out: list[Action]) -> None:
+    def _on_election(self, peer: Peer, term: int, now: float, out: list[Action]) -> None:
+        self._highest_term_seen = max(self._highest_term_seen, term)
         if peer.rank > self.rank:
             return
         if self._highest_alive_is_me() and self.role != DISCOVERING:
-            if self.role == LEADER:
+            if self.role == LEADER and term <= self.term:
                 out.append(Send(self._coordinator()))
             else:
+                if self.role == LEADER:
+                    # The candidate accepted a newer term than ours and can never take our
+                    # COORDINATOR: lead again in a term above every term seen.
+                    out.append(Log("info", f"ELECTION from {peer.name} in term {term} > {self.term}: re-declaring"))
                 self.counters.elections_started += 1
                 self._declare(now, out)
             return
