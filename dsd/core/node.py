@@ -220,6 +220,10 @@ class Node:
         if term < self.term or (term == self.term and current is not None and peer.rank <= current):
             if self.role == LEADER and peer.name != self.name:
                 out.append(Send(self._coordinator()))  # tell the stale claimer who leads
+            elif self.role == CANDIDATE and term == self.term and peer.name == self.leader:
+                # Our leader answered the election we asked for (dsctl elect): it stays.
+                self._clear_election()
+                self.role = FOLLOWER
             return
         self.term = term
         self._clear_election()
