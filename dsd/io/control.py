@@ -27,8 +27,21 @@ def bind(socket: zmq.asyncio.Socket, endpoint: str, what: str) -> None:
         raise BindError(f"cannot bind the {what} endpoint {endpoint}: {error.strerror}") from None
 
 
+_BAD_ENVELOPE = json.dumps({"ok": False, "error": {
+    "code": "bad_request",
+    "message": "a request is exactly one frame after an empty delimiter frame (as a REQ socket sends it)",
+}}).encode()
+
+
+def _envelope(frames: list[bytes]) -> list[bytes]:
+    """The routing part of a malformed message: the identity, and the first empty frame if any."""
+    if b"" in frames[1:]:
+        return frames[:frames.index(b"", 1) + 1]
+    return frames[:1]
+
+
 class ControlServer:
-    """Answers each request frame with `handler(payload)`; malformed envelopes are dropped."""
+    """Answers each request frame with `handler(payload)`; a malformed envelope gets a bad_request reply."""
 
     def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler) -> None:
         self.endpoint = endpoint
@@ -45,7 +58,8 @@ class ControlServer:
             frames = await self._socket.recv_multipart()
             if len(frames) != 3 or frames[1] != b"":
                 self.rejected += 1
-                log.debug("dropped a control message of %d frames", len(frames))
+                log.debug("refused a control message of %d frames", len(frames))
+                await self._socket.send_multipart(_envelope(frames) + [_BAD_ENVELOPE])
                 continue
             self.requests += 1
             await self._socket.send_multipart([frames[0], b"", self._handler(frames[2])])
