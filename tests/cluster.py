@@ -59,9 +59,14 @@ class Daemon:
             "timing": dict(FAST),
             "log": {"level": "debug"},
         }
+        self.sections = sections
+        self.configure(**settings)
+
+    def configure(self, **settings: dict) -> None:
+        """Merge `settings` ({section: {key: value}}) into this daemon's config file and rewrite it."""
         for section, values in settings.items():
-            sections.setdefault(section, {}).update(values)
-        self.config.write_text(render_toml(sections))
+            self.sections.setdefault(section, {}).update(values)
+        self.config.write_text(render_toml(self.sections))
 
     def command(self, *args: str) -> list[str]:
         """The dsd command line for this daemon's host and config, plus `args`."""

@@ -27,6 +27,19 @@ def start(cluster: Cluster, priorities: dict[str, int], **settings: dict) -> Non
         cluster.add(name, priority=priority, **settings)
 
 
+def start_highest_first(cluster: Cluster, priorities: dict[str, int], **settings: dict) -> None:
+    """Start the highest-ranked daemon alone, then the others once it leads.
+
+    Without preempt the first daemon to declare keeps the leadership, and which one
+    that is would depend on how fast each process starts; this makes it the highest.
+    """
+    ranked = sorted(priorities, key=lambda name: (priorities[name], name), reverse=True)
+    cluster.add(ranked[0], priority=priorities[ranked[0]], host=list(priorities).index(ranked[0]) + 1, **settings)
+    cluster.wait_agreed(ranked[0], among=ranked[:1])
+    for name in ranked[1:]:
+        cluster.add(name, priority=priorities[name], host=list(priorities).index(name) + 1, **settings)
+
+
 def assert_quiet(cluster: Cluster, term: int, leader: str, period: float = QUIET_PERIOD) -> None:
     """For `period` seconds: one daemon calls itself leader, and every daemon agrees on (term, leader)."""
     deadline = time.monotonic() + period
@@ -119,7 +132,7 @@ def test_feed_shows_join_suspect_dead_and_leader_during_a_kill_9_sequence(make_c
 @pytest.mark.parametrize("preempt", [True, False], ids=["preempt", "no-preempt"])
 def test_paused_leader_steps_down_and_never_leads_beside_another(make_cluster, preempt):
     cluster = make_cluster(3)
-    start(cluster, {"a": 101, "b": 102, "c": 103}, election={"preempt": preempt})
+    start_highest_first(cluster, {"a": 101, "b": 102, "c": 103}, election={"preempt": preempt})
     old_term, _ = cluster.wait_agreed("c")
     old_leader = cluster.daemons["c"]
     with old_leader.feed() as feed:
@@ -214,7 +227,7 @@ def test_higher_priority_node_joining_takes_over_with_preempt(make_cluster):
 def test_higher_priority_node_joining_without_preempt_leaves_the_leader_alone(make_cluster):
     cluster = make_cluster(3)
     no_preempt = {"preempt": False}
-    start(cluster, {"a": 101, "b": 102}, election=no_preempt)
+    start_highest_first(cluster, {"a": 101, "b": 102}, election=no_preempt)
     term, _ = cluster.wait_agreed("b")
     cluster.add("c", priority=103, election=no_preempt)
     assert cluster.wait_agreed("b") == (term, "b")
