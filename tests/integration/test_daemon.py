@@ -1,0 +1,263 @@
+"""The dsd process itself: configuration checks, one daemon per endpoint, SIGHUP,
+--daemon with a pidfile, and the systemd notify protocol.
+
+Every dsd here runs inside a private host, even the ones expected to exit at once:
+if such a check broke, the daemon would start, and it must not start on the
+machine's real network.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+import pytest
+
+from tests.cluster import FAST, Daemon, wait_until
+
+
+def control_socket(daemon: Daemon) -> Path:
+    return Path(daemon.endpoint.removeprefix("ipc://"))
+
+
+def wait_log(daemon: Daemon | Path, text: str, timeout: float = 5, count: int = 1) -> str:
+    """Wait until `text` appears `count` times in the daemon's log (or the given log file)."""
+    read = (lambda: daemon.read_text(errors="replace") if daemon.exists() else "") if isinstance(daemon, Path) \
+        else daemon.logs
+    return wait_until(lambda: read().count(text) >= count and read(), timeout, what=f"{text!r} in the log")
+
+
+def events_processed(daemon: Daemon, before: int, more: int) -> None:
+    wait_until(lambda: daemon.request("stats")["events_published"] >= before + more, 5,
+               what="the daemon to publish the marker's events")
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_check_config_prints_the_effective_settings_and_starts_nothing(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo", priority=7, start=False, election={"preempt": False})
+    result = cluster.run(1, daemon.command("--check-config"), timeout=30)
+    assert result.returncode == 0, result
+    settings = tomllib.loads(result.stdout)
+    assert settings["node"]["name"] == "solo" and settings["node"]["priority"] == 7
+    assert settings["node"]["runtime_dir"] == f"{daemon.dir}/run"
+    assert settings["timing"] == {key: float(value) for key, value in FAST.items()}
+    assert settings["election"] == {"preempt": False}
+    assert settings["control"] == {"endpoint": daemon.endpoint, "feed": f"ipc://{daemon.dir}/run/dsd.feed"}
+    # Keys the file leaves out are shown with their defaults.
+    assert settings["cluster"]["group"] == "239.255.77.1" and settings["cluster"]["port"] == 5008
+    assert settings["log"] == {"level": "debug"}
+    assert str(daemon.config) in result.stdout.splitlines()[0]
+    assert not control_socket(daemon).exists(), "--check-config must not start the daemon"
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"node": {"priority": -1}}, ["[node] priority = -1", "0 to"]),
+    ({"timing": {"heartbeat_interval": "fast"}}, ['[timing] heartbeat_interval = "fast"', "seconds"]),
+    ({"cluster": {"ttl": 300}}, ["[cluster] ttl = 300", "0 to 255"]),
+    ({"node": {"colour": "red"}}, ['[node] colour = "red"', "unknown key"]),
+    ({"timing": {"heartbeat_interval": 0.5, "failure_timeout": 0.6}},
+     ["[timing] failure_timeout = 0.6", "2 * heartbeat_interval"]),
+], ids=["priority-negative", "interval-not-a-number", "ttl-too-big", "unknown-key", "timeout-too-short"])
+def test_bad_config_value_exits_1_with_one_line_and_starts_nothing(make_cluster, settings, words):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo", start=False, **settings)
+    result = cluster.run(1, daemon.command(), timeout=30)
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(daemon.config) in lines[0] and all(word in lines[0] for word in words), lines[0]
+    assert result.stdout == ""
+    assert not (daemon.dir / "run").exists(), "nothing may start"
+
+
+def test_second_daemon_on_the_same_endpoints_refuses_and_the_first_keeps_working(make_cluster):
+    cluster = make_cluster(2)
+    first = cluster.add("a", priority=101)
+    cluster.add("b", priority=102)
+    term, _ = cluster.wait_agreed("b")
+    for host in (1, 2):  # the same host, and another host sharing the directory
+        result = cluster.run(host, first.command(), timeout=30)
+        assert result.returncode == 1, result
+        message = result.stderr.strip()
+        assert "already running" in message and first.endpoint in message, message
+        assert len(message.splitlines()) == 1, message
+    assert first.running and control_socket(first).exists()
+    assert first.request("ping") == {"pong": True}
+    assert first.request("info")["pid"] == first.pid
+    assert cluster.wait_agreed("b") == (term, "b")
+    assert "another node uses the name" not in first.logs()
+
+
+# ------------------------------------------------------------------ SIGHUP
+
+
+def test_sighup_reloads_timings_and_log_level(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo", start=False, log={"level": "info"},
+                         timing={"heartbeat_interval": 1.0, "failure_timeout": 3.0})
+    daemon.start()
+    wait_log(daemon, "leader is now solo")
+    before = daemon.request("stats")["events_published"]
+    cluster.mark(1)
+    events_processed(daemon, before, 2)
+    assert " DEBUG " not in daemon.logs(), "info level: no debug lines yet"
+
+    daemon.configure(log={"level": "debug"}, timing={"heartbeat_interval": 0.05, "failure_timeout": 0.4})
+    daemon.signal(signal.SIGHUP)
+    wait_log(daemon, "reloaded")
+    # Heartbeats every 50 ms now: ten more go out in half a second, where the old
+    # interval of 1 s would take ten seconds.
+    sent = daemon.request("stats")["datagrams_sent"]
+    wait_until(lambda: daemon.request("stats")["datagrams_sent"] >= sent + 10, 4,
+               what="heartbeats at the reloaded interval")
+    mark = cluster.mark(1)["name"]
+    wait_log(daemon, f"DEBUG dsd: event view.join {{'name': '{mark}'")
+    assert daemon.running and daemon.request("ping") == {"pong": True}
+
+
+def test_sighup_with_a_broken_file_keeps_the_running_configuration(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo", start=False, log={"level": "info"})
+    daemon.start()
+    wait_log(daemon, "leader is now solo")
+    term = daemon.request("leader")["term"]
+    daemon.configure(log={"level": "debug"}, timing={"heartbeat_interval": -1})
+    daemon.signal(signal.SIGHUP)
+    line = wait_log(daemon, "reload failed, keeping the running configuration")
+    failure = next(l for l in line.splitlines() if "reload failed" in l)
+    assert str(daemon.config) in failure and "heartbeat_interval" in failure and "-1" in failure, failure
+
+    assert daemon.running and daemon.request("ping") == {"pong": True}
+    before = daemon.request("stats")["events_published"]
+    cluster.mark(1)
+    events_processed(daemon, before, 2)
+    assert " DEBUG " not in daemon.logs(), "the log level of the broken file must not apply"
+    assert daemon.request("leader") == {"self": "solo", "leader": "solo", "term": term}
+
+    # Once the file is fixed, the next SIGHUP applies it.
+    daemon.configure(timing={"heartbeat_interval": FAST["heartbeat_interval"]})
+    daemon.signal(signal.SIGHUP)
+    wait_log(daemon, "reloaded")
+    mark = cluster.mark(1)["name"]
+    wait_log(daemon, f"event view.join {{'name': '{mark}'")
+
+
+# ------------------------------------------------------------------ --daemon
+
+
+def process_gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie awaiting its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_daemon_mode_detaches_writes_the_pidfile_and_stops_on_sigterm(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo", start=False)
+    pidfile, log = daemon.dir / "dsd.pid", daemon.dir / "detached.log"
+    pid = None
+    try:
+        launcher = cluster.run(1, daemon.command("--daemon", "--pidfile", str(pidfile), "--log-file", str(log)),
+                               timeout=30)
+        assert launcher.returncode == 0, launcher
+        pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, what="the pidfile"))
+        assert wait_until(lambda: daemon.try_request("ping"), 10, what="ping") == {"pong": True}
+        assert daemon.request("info")["pid"] == pid
+        assert os.getsid(pid) != os.getsid(0), "detached from our session"
+        wait_log(log, "started: dsd")
+        wait_until(lambda: daemon.request("leader")["leader"] == "solo", 5, what="solo to lead itself")
+
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: process_gone(pid), 10, what=f"pid {pid} to exit")
+        pid = None
+        text = wait_log(log, "stopping: leaving the cluster")
+        assert "Traceback" not in text and " ERROR " not in text, text
+        wait_until(lambda: not pidfile.exists(), 5, what="the pidfile to be removed")
+    finally:
+        if pid is None and pidfile.exists():
+            try:
+                pid = int(pidfile.read_text().strip())
+            except ValueError:
+                pid = None
+        if pid is not None and not process_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ systemd notify
+
+
+class NotifySocket:
+    """The manager's end of $NOTIFY_SOCKET: a datagram socket collecting notifications."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(str(path))
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def wait_for(self, predicate, timeout: float = 5, what: str = "", count: int = 1) -> str:
+        """The `count`th notification matching `predicate`."""
+        deadline = time.monotonic() + timeout
+        checked = found = 0
+        while True:
+            while checked < len(self.messages):
+                checked += 1
+                if predicate(self.messages[checked - 1]):
+                    found += 1
+                    if found == count:
+                        return self.messages[checked - 1]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no notification {what} within {timeout}s; got {self.messages}")
+            self._socket.settimeout(remaining)
+            try:
+                self.messages.append(self._socket.recv(4096).decode())
+            except socket.timeout:
+                pass
+
+
+def test_systemd_notify_ready_status_watchdog_and_stopping(make_cluster):
+    cluster = make_cluster(2)
+    sockets = {name: NotifySocket(cluster.workdir / f"{name}.notify") for name in ("a", "b")}
+    try:
+        daemons = {}
+        for name, priority in (("a", 101), ("b", 102)):
+            daemons[name] = cluster.add(name, priority=priority, start=False)
+            daemons[name].start(env={"NOTIFY_SOCKET": str(sockets[name].path), "WATCHDOG_USEC": "200000"})
+        for name, daemon in daemons.items():
+            manager = sockets[name]
+            manager.wait_for(lambda m: m == "READY=1", what="READY=1")
+            assert control_socket(daemon).exists(), "READY=1 only once the sockets are bound"
+        term, _ = cluster.wait_agreed("b")
+        sockets["a"].wait_for(lambda m: m.startswith("STATUS=") and "following b" in m, what="a following b")
+        sockets["b"].wait_for(lambda m: m.startswith("STATUS=") and f"leader of term {term}" in m,
+                              what="b leading")
+        for manager in sockets.values():
+            # Every WATCHDOG_USEC / 2 = 0.1 s.
+            manager.wait_for(lambda m: m == "WATCHDOG=1", what="WATCHDOG=1", count=3)
+
+        daemons["a"].signal(signal.SIGTERM)
+        sockets["a"].wait_for(lambda m: m == "STOPPING=1", what="STOPPING=1")
+        assert daemons["a"].process.wait(timeout=10) == 0
+        assert sockets["a"].messages.index("READY=1") < sockets["a"].messages.index("STOPPING=1")
+    finally:
+        for manager in sockets.values():
+            manager.close()
