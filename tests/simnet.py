@@ -15,7 +15,7 @@ from typing import Callable
 
 from dsd import wire
 from dsd.core.actions import Action, Publish, Send
-from dsd.core.node import LEADER, Node
+from dsd.core.node import FOLLOWER, LEADER, Node
 from dsd.core.timing import Timing
 
 FAST = Timing(heartbeat_interval=0.05, failure_timeout=0.25, discovery_timeout=0.05)
@@ -101,6 +101,10 @@ class SimCluster:
             if name in self.nodes:
                 self._apply(name, sim.node.receive(wire.decode(data), f"sim:{source}", self.now))
         self._apply(name, sim.node.tick(self.now))
+
+    def elect(self, name: str) -> None:
+        """The operator runs `dsctl elect` against `name`."""
+        self._apply(name, self.nodes[name].node.request_election(self.now))
 
     def partition(self, *groups: set[str]) -> None:
         self._groups = [set(g) for g in groups]
@@ -203,6 +207,10 @@ class SimCluster:
         action()
         reached = self.wait_for(condition, within, step)
         return reached, self.now - start, self.sent - before
+
+    def settled(self, check_rank: bool = True) -> bool:
+        """`agreed`, and every node but the leader is a plain follower (no election under way)."""
+        return self.agreed(check_rank) and all(n.role in (LEADER, FOLLOWER) for n in self.live())
 
     def events(self, name: str, topic: str | None = None) -> list[tuple[float, str, dict]]:
         return [e for e in self.nodes[name].events if topic is None or e[1] == topic]
