@@ -68,6 +68,10 @@ def run(scenario: str, n: int, seed: int, loss: float) -> tuple[float, Counter[s
     return took, sent
 
 
+def fmt(x: float) -> str:
+    return f"{x:.0f}" if x == int(x) else f"{x:.1f}"
+
+
 def table(sizes: list[int], seeds: int, loss: float) -> str:
     head = ["n", "scenario", "ms", *(t.upper() for t in TYPES), "election", "elec/node", "all/node"]
     rows = [head]
@@ -78,8 +82,8 @@ def table(sizes: list[int], seeds: int, loss: float) -> str:
             election = sum(mean[t] for t in ELECTION_TYPES)
             rows.append([
                 str(n), scenario, f"{1000 * statistics.mean(took for took, _ in trials):.0f}",
-                *(f"{mean[t]:g}" for t in TYPES),
-                f"{election:g}", f"{election / n:.2f}", f"{sum(mean.values()) / n:.1f}",
+                *(fmt(mean[t]) for t in TYPES),
+                fmt(election), f"{election / n:.2f}", f"{sum(mean.values()) / n:.1f}",
             ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [
