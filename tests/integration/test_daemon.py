@@ -105,8 +105,9 @@ def test_second_daemon_on_the_same_endpoints_refuses_and_the_first_keeps_working
 
 def test_sighup_reloads_timings_and_log_level(make_cluster):
     cluster = make_cluster(1)
+    # Slow heartbeats and slow start-up probes (backing off from discovery_timeout).
     daemon = cluster.add("solo", start=False, log={"level": "info"},
-                         timing={"heartbeat_interval": 1.0, "failure_timeout": 3.0})
+                         timing={"heartbeat_interval": 1.0, "failure_timeout": 3.0, "discovery_timeout": 1.0})
     daemon.start()
     wait_log(daemon, "leader is now solo")
     before = daemon.request("stats")["events_published"]
@@ -117,10 +118,10 @@ def test_sighup_reloads_timings_and_log_level(make_cluster):
     daemon.configure(log={"level": "debug"}, timing={"heartbeat_interval": 0.05, "failure_timeout": 0.4})
     daemon.signal(signal.SIGHUP)
     wait_log(daemon, "reloaded")
-    # Heartbeats every 50 ms now: ten more go out in half a second, where the old
-    # interval of 1 s would take ten seconds.
+    # Heartbeats every 50 ms now: twenty more go out in a second. At the old interval,
+    # 4 s would see at most 5 heartbeats and 3 probes.
     sent = daemon.request("stats")["datagrams_sent"]
-    wait_until(lambda: daemon.request("stats")["datagrams_sent"] >= sent + 10, 4,
+    wait_until(lambda: daemon.request("stats")["datagrams_sent"] >= sent + 20, 4,
                what="heartbeats at the reloaded interval")
     mark = cluster.mark(1)["name"]
     wait_log(daemon, f"DEBUG dsd: event view.join {{'name': '{mark}'")
