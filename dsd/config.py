@@ -32,6 +32,7 @@ _NO_FILE = "built-in defaults"
 
 # Longest ipc:// path ZeroMQ can bind on Linux: sizeof(sockaddr_un.sun_path) - 1.
 _IPC_PATH_MAX = 107
+MIN_HEARTBEATS_PER_TIMEOUT = 3  # fewer, and one late heartbeat makes a peer suspect
 
 
 class ConfigError(Exception):
@@ -238,7 +239,7 @@ _KEYS: tuple[_Key, ...] = (
     _Key("timing", "heartbeat_interval", float, 0.2,
          _seconds_up_to(60.0), f"{_SECONDS}, more than 0 and at most 60"),
     _Key("timing", "failure_timeout", float, 1.0,
-         math.isfinite, f"{_SECONDS}, at least 2 * heartbeat_interval"),
+         math.isfinite, f"{_SECONDS}, at least {MIN_HEARTBEATS_PER_TIMEOUT} * heartbeat_interval"),
     _Key("timing", "discovery_timeout", float, 0.2,
          _seconds_up_to(60.0), f"{_SECONDS}, more than 0 and at most 60"),
     _Key("election", "preempt", bool, True,
@@ -348,9 +349,10 @@ def _check_relations(values: _Values, where: str) -> None:
     """Checks that involve two keys; the message names both."""
     timing = values["timing"]
     heartbeat, timeout = timing["heartbeat_interval"], timing["failure_timeout"]
-    if timeout < 2 * heartbeat:
+    if timeout < MIN_HEARTBEATS_PER_TIMEOUT * heartbeat:
         raise ConfigError(f"{where}: [timing] failure_timeout = {_toml(timeout)}: at least "
-                          f"2 * heartbeat_interval = {_toml(2 * heartbeat)} "
+                          f"{MIN_HEARTBEATS_PER_TIMEOUT} * heartbeat_interval = "
+                          f"{_toml(round(MIN_HEARTBEATS_PER_TIMEOUT * heartbeat, 9))} "
                           f"([timing] heartbeat_interval = {_toml(heartbeat)})")
     control = values["control"]
     if control["endpoint"] == control["feed"]:

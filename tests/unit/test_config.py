@@ -339,17 +339,17 @@ def test_edge_values_accepted(text: str, section: str, key: str, expected: objec
     assert value == expected and type(value) is type(expected)
 
 
-def test_failure_timeout_at_least_twice_heartbeat() -> None:
-    message = error_of("[timing]\nheartbeat_interval = 0.5\nfailure_timeout = 0.9\n")
-    assert message.startswith("/etc/dsd.toml: [timing] failure_timeout = 0.9: ")
+def test_failure_timeout_at_least_three_heartbeats() -> None:
+    message = error_of("[timing]\nheartbeat_interval = 0.5\nfailure_timeout = 1.4\n")
+    assert message.startswith("/etc/dsd.toml: [timing] failure_timeout = 1.4: ")
     assert "heartbeat_interval = 0.5" in message
-    assert "2 * heartbeat_interval" in message
-    assert parse("[timing]\nheartbeat_interval = 0.5\nfailure_timeout = 1.0\n")
+    assert "3 * heartbeat_interval = 1.5" in message
+    assert parse("[timing]\nheartbeat_interval = 0.5\nfailure_timeout = 1.5\n")
 
 
 def test_default_failure_timeout_checked_against_heartbeat() -> None:
-    message = error_of("[timing]\nheartbeat_interval = 0.6\n")
-    assert "failure_timeout = 1.0" in message and "heartbeat_interval = 0.6" in message
+    message = error_of("[timing]\nheartbeat_interval = 0.4\n")
+    assert "failure_timeout = 1.0" in message and "heartbeat_interval = 0.4" in message
 
 
 def test_bad_computed_default_says_it_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
