@@ -325,7 +325,7 @@ def test_bad_value_names_file_key_value_and_what_is_allowed(
     ("[cluster]\nttl = 0", "cluster", "ttl", 0),
     ("[cluster]\nttl = 255", "cluster", "ttl", 255),
     ("[timing]\nheartbeat_interval = 0.01", "timing", "heartbeat_interval", 0.01),
-    ("[timing]\nheartbeat_interval = 60\nfailure_timeout = 120", "timing",
+    ("[timing]\nheartbeat_interval = 60\nfailure_timeout = 180", "timing",
      "heartbeat_interval", 60.0),
     ("[timing]\ndiscovery_timeout = 60", "timing", "discovery_timeout", 60.0),
     ("[election]\npreempt = false", "election", "preempt", False),
