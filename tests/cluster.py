@@ -68,9 +68,14 @@ class Daemon:
             self.sections.setdefault(section, {}).update(values)
         self.config.write_text(render_toml(self.sections))
 
-    def command(self, *args: str) -> list[str]:
-        """The dsd command line for this daemon's host and config, plus `args`."""
-        return self.cluster.prefix(self.host) + [sys.executable, "-m", "dsd", "-c", str(self.config), *args]
+    def command(self, *args: str, host: int | None = None) -> list[str]:
+        """The dsd command line for this daemon's config plus `args`, on its host (or on `host`)."""
+        prefix = self.cluster.prefix(self.host if host is None else host)
+        return prefix + [sys.executable, "-m", "dsd", "-c", str(self.config), *args]
+
+    def run(self, *args: str, host: int | None = None, timeout: float = 10) -> subprocess.CompletedProcess:
+        """Run dsd with `args` to completion, for commands that should exit at once (killed at `timeout`)."""
+        return subprocess.run(self.command(*args, host=host), capture_output=True, text=True, timeout=timeout)
 
     def start(self, env: dict[str, str] | None = None, args: Iterable[str] = ()) -> "Daemon":
         """Start dsd in the foreground; `env` is added to this process's environment."""

@@ -47,7 +47,7 @@ def events_processed(daemon: Daemon, before: int, more: int) -> None:
 def test_check_config_prints_the_effective_settings_and_starts_nothing(make_cluster):
     cluster = make_cluster(1)
     daemon = cluster.add("solo", priority=7, start=False, election={"preempt": False})
-    result = cluster.run(1, daemon.command("--check-config"), timeout=30)
+    result = daemon.run("--check-config")
     assert result.returncode == 0, result
     settings = tomllib.loads(result.stdout)
     assert settings["node"]["name"] == "solo" and settings["node"]["priority"] == 7
@@ -68,12 +68,12 @@ def test_check_config_prints_the_effective_settings_and_starts_nothing(make_clus
     ({"cluster": {"ttl": 300}}, ["[cluster] ttl = 300", "0 to 255"]),
     ({"node": {"colour": "red"}}, ['[node] colour = "red"', "unknown key"]),
     ({"timing": {"heartbeat_interval": 0.5, "failure_timeout": 0.6}},
-     ["[timing] failure_timeout = 0.6", "2 * heartbeat_interval"]),
+     ["[timing] failure_timeout = 0.6", "heartbeat_interval = 0.5"]),
 ], ids=["priority-negative", "interval-not-a-number", "ttl-too-big", "unknown-key", "timeout-too-short"])
 def test_bad_config_value_exits_1_with_one_line_and_starts_nothing(make_cluster, settings, words):
     cluster = make_cluster(1)
     daemon = cluster.add("solo", start=False, **settings)
-    result = cluster.run(1, daemon.command(), timeout=30)
+    result = daemon.run()
     assert result.returncode == 1, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -88,7 +88,7 @@ def test_second_daemon_on_the_same_endpoints_refuses_and_the_first_keeps_working
     cluster.add("b", priority=102)
     term, _ = cluster.wait_agreed("b")
     for host in (1, 2):  # the same host, and another host sharing the directory
-        result = cluster.run(host, first.command(), timeout=30)
+        result = first.run(host=host)
         assert result.returncode == 1, result
         message = result.stderr.strip()
         assert "already running" in message and first.endpoint in message, message
@@ -173,8 +173,7 @@ def test_daemon_mode_detaches_writes_the_pidfile_and_stops_on_sigterm(make_clust
     pidfile, log = daemon.dir / "dsd.pid", daemon.dir / "detached.log"
     pid = None
     try:
-        launcher = cluster.run(1, daemon.command("--daemon", "--pidfile", str(pidfile), "--log-file", str(log)),
-                               timeout=30)
+        launcher = daemon.run("--daemon", "--pidfile", str(pidfile), "--log-file", str(log))
         assert launcher.returncode == 0, launcher
         pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, what="the pidfile"))
         assert wait_until(lambda: daemon.try_request("ping"), 10, what="ping") == {"pong": True}
