@@ -339,22 +339,36 @@ class FeedWatcher:
         return next(i for i, e in enumerate(self.events) if e is event)
 
     def sync(self, trigger: Callable[[], dict[str, Any] | None], topic: str = "view.leave",
-             timeout: float = 5.0, attempt: float = 0.2) -> dict[str, Any]:
-        """Call `trigger` until an event on `topic` with the fields it returns arrives; returns that event.
+             timeout: float = 10.0, attempt: float = 0.2) -> dict[str, Any]:
+        """Call `trigger` until an event on `topic` with the fields it returned arrives; returns that event.
 
         `Cluster.mark` is the usual trigger: once its event is read, the subscription is
-        in place and every later event will be seen.
+        in place and every later event will be seen. An event answering any earlier
+        trigger counts too, and each attempt waits twice as long as the one before, so
+        a slow daemon only makes this slower, never fail.
         """
         deadline = time.monotonic() + timeout
+        start = len(self.events)
+        wanted: list[dict[str, Any]] = []
         while True:
-            start = len(self.events)
-            fields = trigger() or {}
-            try:
-                return self.wait_for(topic, timeout=min(attempt, max(0.0, deadline - time.monotonic())),
-                                     start=start, **fields)
-            except AssertionError:
-                if time.monotonic() >= deadline:
-                    raise
+            wanted.append(trigger() or {})
+            attempt_deadline = min(deadline, time.monotonic() + attempt)
+            attempt *= 2
+            index = start
+            while True:
+                while index < len(self.events):
+                    event = self.events[index]
+                    index += 1
+                    if event["topic"] == topic and any(
+                        all(event.get(k) == v for k, v in fields.items()) for fields in wanted
+                    ):
+                        return event
+                remaining = attempt_deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._read(remaining)
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no {topic} event answering {wanted} on {self.endpoint} within {timeout}s")
 
 
 # Run on a private host by Cluster.send: argv = group, port, interface address, ttl;

@@ -151,7 +151,11 @@ def test_bad_datagrams_are_dropped_counted_and_change_nothing(cluster, feeds, ki
     assert snapshot(cluster) == before
     for name, feed in feeds.items():
         seen = feed.drain()[first[name]:]
-        assert [(e["topic"], e.get("name")) for e in seen] == [("view.join", flush), ("view.leave", flush)], seen
+        assert "intruder" not in json.dumps(seen), seen
+        # Membership and leadership events: only the flush's (a late heartbeat under load may
+        # make a peer suspect for a moment, which is not what this test is about).
+        changes = [(e["topic"], e.get("name")) for e in seen if e["topic"] not in ("view.suspect", "view.alive")]
+        assert changes == [("view.join", flush), ("view.leave", flush)], seen
     assert cluster.agreed("c") == (before["c"][0], "c")
 
 

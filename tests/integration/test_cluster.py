@@ -124,8 +124,12 @@ def test_feed_shows_join_suspect_dead_and_leader_during_a_kill_9_sequence(make_c
         assert cluster.wait_agreed("b") == (new_term, "b"), "losing a follower must not cause an election"
 
         events = feed.drain()[first:]
-        about = [(e["topic"], e.get("name")) for e in events if e["topic"].startswith("view.")]
+        victims = ("c", "d")
+        about = [(e["topic"], e["name"]) for e in events if e["topic"].startswith("view.") and e["name"] in victims]
         assert about == [("view.suspect", "c"), ("view.dead", "c"), ("view.suspect", "d"), ("view.dead", "d")]
+        # Nobody else left the view (a heartbeat late under load may make a peer suspect for a moment).
+        changes = ("view.dead", "view.leave", "view.join")
+        assert not [e for e in events if e["topic"] in changes and e["name"] not in victims], events
         assert [e for e in events if e["topic"] == "leader" and e["leader"] is not None] == [elected]
 
 
@@ -185,7 +189,7 @@ def test_sigterm_of_the_leader_hands_over_faster_than_failure_detection(make_clu
             handover = elected["time"] - signalled
             assert handover < FAILURE_TIMEOUT, f"handover took {handover:.3f}s on {elected['node']}"
             events = feed.drain()[start_at:]
-            assert not [e for e in events if e["topic"] in ("view.suspect", "view.dead")], events
+            assert not [e for e in events if e["topic"] in ("view.suspect", "view.dead") and e["name"] == "c"], events
         term, _ = cluster.wait_agreed("b")
         assert term > old_term
     finally:
