@@ -22,9 +22,10 @@ __all__ = ["Notifier"]
 
 log = logging.getLogger("dsd.systemd")
 
-# A blocked send must not stall the event loop for long. systemd drains its
-# notify socket promptly, so this is only reached when the manager is wedged.
-_SEND_TIMEOUT = 1.0
+# Sends never block: the notifier runs on the event loop, and a stall as long as
+# failure_timeout (1 s by default) gets the daemon declared dead by its peers. When
+# the manager's queue is full (it is wedged: systemd drains promptly), the
+# notification is dropped, like any other failure to send.
 
 
 def _socket_address(value: str) -> str | bytes | None:
@@ -123,7 +124,7 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sock.settimeout(_SEND_TIMEOUT)
+                self._sock.setblocking(False)
             self._sock.sendto(message.encode(), self._address)
         except OSError as exc:
             if not self._failing:
