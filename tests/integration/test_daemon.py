@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -203,36 +204,51 @@ def test_daemon_mode_detaches_writes_the_pidfile_and_stops_on_sigterm(make_clust
 
 
 class NotifySocket:
-    """The manager's end of $NOTIFY_SOCKET: a datagram socket collecting notifications."""
+    """The manager's end of $NOTIFY_SOCKET: a datagram socket drained by a thread, as systemd does.
+
+    Draining all the time matters: the queue of a unix datagram socket is short
+    (net.unix.max_dgram_qlen, 10 by default), and dsd drops notifications that do
+    not fit rather than block its event loop.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.messages: list[str] = []
+        self._changed = threading.Condition()
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(str(path))
+        self._socket.settimeout(0.05)
+        self._open = True
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while self._open:
+            try:
+                message = self._socket.recv(4096).decode()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._changed:
+                self.messages.append(message)
+                self._changed.notify_all()
 
     def close(self) -> None:
+        self._open = False
+        self._thread.join(timeout=5)
         self._socket.close()
 
     def wait_for(self, predicate, timeout: float = 5, what: str = "", count: int = 1) -> str:
         """The `count`th notification matching `predicate`."""
-        deadline = time.monotonic() + timeout
-        checked = found = 0
-        while True:
-            while checked < len(self.messages):
-                checked += 1
-                if predicate(self.messages[checked - 1]):
-                    found += 1
-                    if found == count:
-                        return self.messages[checked - 1]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        def found() -> str | None:
+            matches = [m for m in self.messages if predicate(m)]
+            return matches[count - 1] if len(matches) >= count else None
+
+        with self._changed:
+            if not self._changed.wait_for(found, timeout):
                 raise AssertionError(f"no notification {what} within {timeout}s; got {self.messages}")
-            self._socket.settimeout(remaining)
-            try:
-                self.messages.append(self._socket.recv(4096).decode())
-            except socket.timeout:
-                pass
+            return found()
 
 
 def test_systemd_notify_ready_status_watchdog_and_stopping(make_cluster):
@@ -262,3 +278,43 @@ def test_systemd_notify_ready_status_watchdog_and_stopping(make_cluster):
     finally:
         for manager in sockets.values():
             manager.close()
+
+
+def test_a_manager_that_stops_reading_notifications_does_not_stall_the_daemon(make_cluster):
+    """Notifications are advisory: a full notify socket must not block the event loop.
+
+    A blocked send holds up heartbeats; peers then declare the daemon dead and elect.
+    """
+    cluster = make_cluster(2)
+    path = cluster.workdir / "wedged.notify"
+    wedged = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    wedged.bind(str(path))  # and never read
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    probe.setblocking(False)
+    try:
+        follower = cluster.add("a", priority=101, start=False)
+        follower.start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "100000"})
+        leader = cluster.add("b", priority=102)
+        term, _ = cluster.wait_agreed("b")
+        with leader.feed() as feed:
+            feed.sync(lambda: cluster.mark(2))
+            first = len(feed.events)
+
+            def queue_full() -> bool:
+                try:
+                    probe.sendto(b"X-TEST=1", str(path))
+                except BlockingIOError:
+                    return True
+                return False
+
+            wait_until(queue_full, 10, what="the notify queue to fill up")
+            # Watchdog pings every 50 ms keep meeting a full queue for five failure timeouts.
+            deadline = time.monotonic() + 5 * FAST["failure_timeout"]
+            while time.monotonic() < deadline:
+                assert cluster.agreed("b") == (term, "b"), cluster.describe()
+            assert follower.running and follower.request("ping") == {"pong": True}
+            events = feed.drain()[first:]
+            assert not [e for e in events if e.get("name") == "a"], events
+    finally:
+        probe.close()
+        wedged.close()
