@@ -227,10 +227,10 @@ class Cluster:
         names = list(among) if among is not None else [d.name for d in self.live()]
         return {name: self.daemons[name].role() for name in names}
 
-    def leaders(self) -> dict[str, tuple[int, str | None]]:
-        """Each live daemon's (term, leader); unreachable ones are missing."""
+    def leaders(self, among: Iterable[str] | None = None) -> dict[str, tuple[int, str | None]]:
+        """Each live daemon's (or each of `among`'s) (term, leader); unreachable ones are missing."""
         beliefs = {}
-        for daemon in self.live():
+        for daemon in self.live() if among is None else [self.daemons[name] for name in among]:
             result = daemon.try_request("leader")
             if result is not None:
                 beliefs[daemon.name] = (result["term"], result["leader"])
