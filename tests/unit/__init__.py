@@ -1,0 +1,1 @@
+"""Unit tests: the pure core on a fake clock, the codec, configuration."""
