@@ -122,11 +122,12 @@ def decode(data: bytes) -> Message:
         raise WireError(f"unsupported protocol version {version}")
     try:
         body = json.loads(data[len(HEADER):].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise WireError(f"bad JSON: {error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise WireError(f"bad JSON: {type(error).__name__}") from None
     if not isinstance(body, dict):
         raise WireError("message is not a JSON object")
-    cls = MESSAGE_TYPES.get(body.pop("t", None))  # type: ignore[arg-type]
+    kind = body.pop("t", None)
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise WireError("unknown message type")
     names = [f.name for f in fields(cls)]

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from dsd.core.actions import Action, Publish
 from dsd.core.timing import Timing
-from dsd.wire import Heartbeat, Message
+from dsd.wire import Coordinator, Heartbeat, Message
 
 ALIVE = "alive"
 SUSPECT = "suspect"
@@ -50,8 +50,9 @@ class Membership:
 
     def __init__(self) -> None:
         self._peers: dict[str, Peer] = {}
-        # name -> incarnation that said LEAVE: late datagrams of it must not resurrect it.
-        self._left: dict[str, int] = {}
+        # name -> lowest incarnation still welcome, for peers that are gone: late datagrams
+        # of one that said LEAVE, or of an older incarnation of a dead one, must not resurrect it.
+        self._floor: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[Peer]:
         return iter(self._peers.values())
@@ -66,11 +67,11 @@ class Membership:
         self, message: Message, address: str, now: float, out: list[Action]
     ) -> tuple[Peer | None, bool]:
         """Record a sign of life. Returns (peer, restarted); peer is None when stale."""
-        left = self._left.get(message.name)
-        if left is not None:
-            if message.incarnation <= left:
+        floor = self._floor.get(message.name)
+        if floor is not None:
+            if message.incarnation < floor:
                 return None, False
-            del self._left[message.name]
+            del self._floor[message.name]
         peer = self._peers.get(message.name)
         restarted = False
         if peer is not None and message.incarnation < peer.incarnation:
@@ -91,12 +92,14 @@ class Membership:
         if isinstance(message, Heartbeat):
             peer.term, peer.leader, peer.role = message.term, message.leader, message.state
             peer.endpoint = message.endpoint
+        elif isinstance(message, Coordinator):  # so `dsctl view` is current before the next heartbeat
+            peer.term, peer.leader, peer.role = message.term, message.name, "leader"
         return peer, restarted
 
     def remove_left(self, peer: Peer, out: list[Action]) -> None:
         """The peer said LEAVE."""
         del self._peers[peer.name]
-        self._left[peer.name] = peer.incarnation
+        self._floor[peer.name] = peer.incarnation + 1
         out.append(Publish("view.leave", {"name": peer.name}))
 
     def expire(self, now: float, timing: Timing, out: list[Action]) -> list[Peer]:
@@ -105,6 +108,7 @@ class Membership:
         for peer in list(self._peers.values()):
             if now >= peer.last_seen + timing.failure_timeout:
                 del self._peers[peer.name]
+                self._floor[peer.name] = peer.incarnation
                 dead.append(peer)
                 out.append(Publish("view.dead", {"name": peer.name}))
             elif peer.state == ALIVE and now >= peer.last_seen + timing.suspect_timeout:

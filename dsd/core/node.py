@@ -76,6 +76,7 @@ class Node:
         self.role = DISCOVERING
         self.term = 0
         self.leader: str | None = None
+        self._announced: tuple[str | None, int] = (None, 0)
         self._highest_term_seen = 0
         self._started = False
         self._stopped = False
@@ -155,12 +156,12 @@ class Node:
             self.role = FOLLOWER
         if self._election_deadline is not None and now >= self._election_deadline:
             self._on_election_timeout(now, out)
-        if now >= self._next_heartbeat:
+        self._settle(now, out)
+        if now >= self._next_heartbeat:  # after settling, so it carries this tick's decisions
             out.append(Send(self._heartbeat()))
             self._next_heartbeat = max(
                 self._next_heartbeat + self.timing.heartbeat_interval, now + self.timing.heartbeat_interval / 2
             )
-        self._settle(now, out)
         return out
 
     def next_deadline(self) -> float | None:
@@ -182,7 +183,10 @@ class Node:
             return []
         self._stopped = True
         was_leader = self.role == LEADER
-        out: list[Action] = [Send(Leave(self.name, self.incarnation, self.priority))]
+        # Twice: a LEAVE lost by the next-highest node alone would cost a failure_timeout
+        # and an O(n^2) ELECTION/ANSWER round; a duplicate is harmless (the peer is gone).
+        leave = Send(Leave(self.name, self.incarnation, self.priority))
+        out: list[Action] = [leave, leave]
         if was_leader:
             out.append(Log("info", f"leaving as leader of term {self.term}: handing over"))
         return out
@@ -191,6 +195,9 @@ class Node:
         """Operator asked for an election (`dsctl elect`): the highest live node takes over."""
         out: list[Action] = []
         if self._stopped or not self._started:
+            return out
+        if self.role == DISCOVERING:
+            out.append(Log("info", "still discovering: the election runs when discovery ends"))
             return out
         self.counters.elections_started += 1
         if self._highest_alive_is_me():
@@ -297,13 +304,15 @@ class Node:
         self._election_deadline = None
 
     def _set_leader(self, leader: str | None, out: list[Action]) -> None:
-        if leader == self.leader:
+        """Record and publish (leader, term); a new term with the same leader is news too."""
+        if (leader, self.term) == self._announced:
             return
         previous, self.leader = self.leader, leader
+        self._announced = (leader, self.term)
         if self.role == LEADER and leader != self.name:
             self.role = FOLLOWER
             out.append(Log("info", f"stepping down in term {self.term}"))
-        if leader is not None:
+        if leader is not None and leader != previous:
             self.counters.leader_changes += 1
         out.append(Publish("leader", {"leader": leader, "term": self.term, "previous": previous}))
         out.append(Log("info", f"leader is now {leader} (term {self.term})"))

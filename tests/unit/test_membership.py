@@ -270,6 +270,15 @@ def test_dead_peer_heard_again_joins_afresh() -> None:
     assert d.peer("p").state == ALIVE
 
 
+def test_an_older_incarnation_of_a_dead_peer_does_not_come_back() -> None:
+    d = Driver("m", 100)
+    d.receive(hb("p", 50, inc=3), 0.125)
+    d.advance(1.125)
+    assert d.peer("p") is None
+    assert d.receive(hb("p", 50, inc=2), 1.25) == []
+    assert d.peer("p") is None and d.node.counters.messages_refused == 1
+
+
 # ---------------------------------------------------------------------- leave
 
 

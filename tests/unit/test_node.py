@@ -710,10 +710,10 @@ def test_paused_leader_steps_down_and_reprobes() -> None:
 # ---------------------------------------------------------------------- leave
 
 
-def test_leave_sends_leave_once_and_ignores_everything_afterwards() -> None:
+def test_leave_sends_leave_twice_and_ignores_everything_afterwards() -> None:
     d = lone_leader("m", 100, incarnation=10)
     out = d.node.leave(0.5)
-    assert sent(out) == [Leave("m", 10, 100)]
+    assert sent(out) == [Leave("m", 10, 100)] * 2  # one lost LEAVE must not cost a timeout
     assert any("handing over" in text for text in logs(out))
     assert d.node.leave(0.6) == []
     assert d.node.next_deadline() is None
@@ -726,7 +726,7 @@ def test_leave_sends_leave_once_and_ignores_everything_afterwards() -> None:
 
 def test_follower_leave_sends_only_leave() -> None:
     d = follower_of("b", 100, "a", 200)
-    assert d.node.leave(0.5) == [Send(Leave("b", 10, 100))]
+    assert d.node.leave(0.5) == [Send(Leave("b", 10, 100))] * 2
 
 
 # ---------------------------------------------------------------- simulations
@@ -761,3 +761,42 @@ def test_stopping_leader_hands_over_at_once(seed: int) -> None:
     # Two network hops (LEAVE, COORDINATOR), far below failure_timeout.
     assert cluster.wait_for(cluster.agreed, within=0.01, step=0.001)
     assert cluster.expected_leader() == "d"
+
+
+# ------------------------------------------------- review follow-ups (leader events, discovery)
+
+
+def test_a_new_term_with_the_same_leader_is_published() -> None:
+    d = lone_leader()
+    out = d.request_election(0.375)
+    assert leader_events(out) == [{"leader": "m", "term": 2, "previous": "m"}]
+    assert d.node.counters.leader_changes == 1  # the same leader: not a change of leader
+
+
+def test_a_follower_publishes_its_leaders_new_term() -> None:
+    d = follower_of("b", 100, "a", 200, term=1)
+    out = d.receive(Coordinator("a", 1, 200, 2), 0.375)
+    assert leader_events(out) == [{"leader": "a", "term": 2, "previous": "a"}]
+
+
+def test_request_election_while_discovering_waits_for_discovery() -> None:
+    d = Driver()
+    out = d.request_election(0.125)
+    assert sent(out) == [] and d.node.role == DISCOVERING
+    assert d.node.counters.elections_started == 0
+    d.advance(0.25)
+    assert d.state() == (LEADER, "m", 1)
+
+
+def test_the_first_heartbeat_of_a_lone_leader_names_it() -> None:
+    d = Driver()
+    out = d.advance(0.25)
+    beats = sent(out, Heartbeat)
+    assert beats and all(b.leader == "m" and b.state == LEADER for b in beats)
+
+
+def test_a_coordinator_updates_the_senders_row_in_the_view_at_once() -> None:
+    d = follower_of("b", 100, "a", 200, term=1, others=(hb("c", 300, state="discovering"),))
+    d.receive(Coordinator("c", 1, 300, 2), 0.375)
+    row = next(s for s in d.node.view(0.375)["servers"] if s["name"] == "c")
+    assert (row["role"], row["leader"], row["term"]) == (LEADER, "c", 2)
