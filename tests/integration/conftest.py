@@ -13,6 +13,16 @@ from tests.netns import namespaces_unavailable
 NAMESPACES_UNAVAILABLE = namespaces_unavailable()
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """Hosts a, b and c (priorities 101, 102, 103) running and agreed on leader c: one per module."""
+    with Cluster(3, use_namespaces=NAMESPACES_UNAVAILABLE is None) as cluster:
+        for i, name in enumerate(["a", "b", "c"], start=1):
+            cluster.add(name, priority=100 + i)
+        cluster.wait_agreed("c")
+        yield cluster
+
+
 @pytest.fixture
 def make_cluster() -> Iterator[Callable[..., Cluster]]:
     """make_cluster(hosts, partitions=False): a Cluster, always cleaned up.

@@ -20,7 +20,6 @@ import zmq
 
 from dsd import wire
 from tests.cluster import Cluster, FeedWatcher
-from tests.netns import namespaces_unavailable
 
 SENDER_HOST = 1
 
@@ -99,15 +98,6 @@ def test_the_bad_datagrams_differ_from_a_valid_one_only_by_their_defect():
         for data in datagrams:
             with pytest.raises(wire.WireError):
                 wire.decode(data)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(3, use_namespaces=namespaces_unavailable() is None) as cluster:
-        for i, name in enumerate(["a", "b", "c"], start=1):
-            cluster.add(name, priority=100 + i)
-        cluster.wait_agreed("c")
-        yield cluster
 
 
 @pytest.fixture(scope="module")

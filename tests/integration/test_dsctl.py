@@ -15,13 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Iterator
 
 import pytest
 
 from dsd.commands import COMMANDS
-from tests.cluster import Cluster, wait_until
-from tests.netns import namespaces_unavailable
+from tests.cluster import wait_until
 
 SERVER_FIELDS = {"name", "address", "priority", "state", "leader", "term", "last_seen"}
 # Fields dsd adds beyond the contract (documented so that a new one is a decision).
@@ -29,15 +27,6 @@ EXTRA_SERVER_FIELDS = {"role"}
 STATS_COUNTERS = {"datagrams_sent", "datagrams_received", "datagrams_rejected", "elections_started",
                   "elections_won", "leader_changes", "uptime"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    with Cluster(3, use_namespaces=namespaces_unavailable() is None) as cluster:
-        for i, name in enumerate(["a", "b", "c"], start=1):
-            cluster.add(name, priority=100 + i)
-        cluster.wait_agreed("c")
-        yield cluster
 
 
 def dsctl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
