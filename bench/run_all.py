@@ -34,7 +34,7 @@ QUICK = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer trials, 30 s spurious run")
     parser.add_argument("--only", nargs="+", choices=list(BENCHES), default=None, help="run only these")
     parser.add_argument("--skip", nargs="+", choices=list(BENCHES), default=[], help="leave these out")
