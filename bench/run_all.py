@@ -3,7 +3,8 @@
     python -m bench.run_all [--quick] [--only NAME ...] [--skip NAME ...] [--output FILE] [--wait-quiet S]
     python -m bench ...                       (the same)
 
-Order: failover, handover, coldstart, rss, spurious (the 5-minute one last, alone).
+Order: election_messages (simulated, seconds), failover, handover, coldstart, rss, spurious
+(the 5-minute one last, alone).
 Each runs with its own defaults (see `python -m bench.NAME --help`); `--quick`
 uses fewer trials and a 30 s spurious-election run, for a check in about 3 minutes.
 """
@@ -11,13 +12,39 @@ uses fewer trials and a 30 s spurious-election run, for a check in about 3 minut
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import io
 import sys
 import time
 
 from bench import coldstart, failover, handover, rss, spurious
 from bench.common import BenchError, progress, stop_on_sigterm
 
+
+class _PrintingBench:
+    """Adapts a benchmark whose `main(argv)` prints its tables (bench/election_messages.py)."""
+
+    def __init__(self, module_name: str) -> None:
+        self.module_name = module_name
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--wait-quiet", type=float, default=0.0)
+        return parser
+
+    def run(self, args: argparse.Namespace) -> str:
+        module = importlib.import_module(self.module_name)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = module.main([])
+        if code:
+            raise BenchError(f"{self.module_name} exited with {code}")
+        return out.getvalue().strip()
+
+
 BENCHES = {
+    "election_messages": _PrintingBench("bench.election_messages"),
     "failover": failover,
     "handover": handover,
     "coldstart": coldstart,
@@ -25,6 +52,7 @@ BENCHES = {
     "spurious": spurious,
 }
 QUICK = {
+    "election_messages": [],
     "failover": ["--trials", "5"],
     "handover": ["--trials", "5"],
     "coldstart": ["--trials", "2"],
