@@ -1,0 +1,5 @@
+import sys
+
+from dschat.cli import main
+
+sys.exit(main())

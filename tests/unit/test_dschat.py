@@ -1,0 +1,564 @@
+"""dschat: the pure bookkeeping, the rendering, the arguments, and the real process
+(piped, --json) against the fake daemons of tests/fake_chat_daemon.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from dschat import render
+from dschat.cli import Action, main, parse_input
+from dschat.session import feed_address
+from dschat.state import ChatState
+from tests.fake_chat_daemon import FakeChat, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+FAST = ["--timeout", "0.2"]  # 3 silent tries of 0.2 s and a daemon is lost
+
+
+def entry(seq: int, kind: str = "message", user: str = "bob", text: str = "", **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "user": user, "text": text or f"m{seq}", "id": f"id{seq}",
+            "server": "h1", "time": 1764112345.5, **extra}
+
+
+def seqs(entries: list[dict[str, Any]]) -> list[int]:
+    return [e["seq"] for e in entries]
+
+
+# --- ChatState: what is shown, what is owed ----------------------------------------------------
+
+def test_history_sets_the_start_and_feed_entries_already_shown_are_dropped():
+    state = ChatState("alice")
+    # Subscribed first: feed entries that arrive before the history reply are held.
+    assert state.receive([entry(5), entry(6)]) == []
+    shown = state.start([entry(3), entry(4), entry(5)], last_seq=5)
+    assert seqs(shown) == [3, 4, 5, 6]
+    assert seqs(state.receive([entry(5), entry(6), entry(7)])) == [7]
+    assert state.wanted() is None
+
+
+def test_empty_history_starts_after_the_daemons_last_seq():
+    state = ChatState("alice")
+    assert state.start([], last_seq=41) == []
+    assert state.receive([entry(41)]) == []
+    assert seqs(state.receive([entry(42)])) == [42]
+
+
+def test_a_skipped_seq_asks_for_since_and_the_fetch_fills_the_gap():
+    state = ChatState("alice")
+    state.start([entry(1)], last_seq=1)
+    assert seqs(state.receive([entry(2)])) == [2]
+    assert state.receive([entry(4), entry(5)]) == []  # 3 was lost on the feed
+    assert state.wanted() == 2
+    assert seqs(state.receive([entry(3), entry(4)])) == [3, 4, 5]  # since(2) overlaps the held ones
+    assert state.wanted() is None and state.last_seq == 5
+
+
+def test_a_heartbeat_past_the_last_seq_shown_asks_for_since():
+    state = ChatState("alice")
+    state.start([entry(1)], last_seq=1)
+    state.note_last(1)
+    assert state.wanted() is None
+    state.note_last(3)  # the feed dropped the tail: no later entry would reveal the gap
+    assert state.wanted() == 1
+    state.receive([entry(2), entry(3)])
+    assert state.wanted() is None
+
+
+def test_unacknowledged_messages_are_resent_in_order_with_their_ids():
+    state = ChatState("alice")
+    state.start([], last_seq=0)
+    first, second, third = (state.submit(text) for text in ("one", "two", "three"))
+    assert len({first.id, second.id, third.id}) == 3
+    assert state.next_to_send() is first
+    state.acknowledge(first.id, 1)
+    # Failover: "two" was sent, its reply lost; the new daemon's log shows it anyway.
+    state.receive([entry(1, user="alice", text="one", id=first.id),
+                   entry(2, user="alice", text="two", id=second.id)])
+    assert second.seq == 2
+    assert state.next_to_send() is third and third.id == state.unacknowledged()[0].id
+    state.receive([entry(3, user="bob", text="three", id=third.id)])  # someone else's id: not ours
+    assert state.unacknowledged() == [third]
+
+
+def test_failures_name_each_line_not_delivered():
+    state = ChatState("alice")
+    state.submit("fine", line=1)
+    big = state.submit("x" * 100, line=2)
+    lost = state.submit("lost", line=4)
+    state.acknowledge(state.next_to_send().id, 1)
+    state.refuse(big.id, "message of 100 bytes exceeds 64 (too_large)")
+    assert state.failures() == [
+        f"line 2 {'x' * 39 + '…'!r}: refused: message of 100 bytes exceeds 64 (too_large)",
+        f"line 4 'lost': not acknowledged (id {lost.id})",
+    ]
+    state.acknowledge(lost.id, 2)
+    assert state.failures()[1:] == []
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+def test_entries_show_local_time_user_and_text():
+    stamp = time.strftime("%H:%M:%S", time.localtime(1764112345.5))
+    lines = [render.plain(render.entry_fragments(e, "alice")) for e in (
+        entry(1, text="hello"),
+        entry(2, "join"), entry(3, "join", text="rejoined"), entry(4, "leave"), entry(5, "timeout"),
+        entry(6, "poll", text="new kind"),
+    )]
+    assert lines == [
+        f"{stamp} <bob> hello",
+        f"{stamp} --> bob joined (on h1)",
+        f"{stamp} --> bob rejoined (on h1)",
+        f"{stamp} <-- bob left",
+        f"{stamp} <-- bob timed out",
+        f"{stamp} --- bob poll new kind",
+    ]
+    assert ("class:me", "<alice>") in render.entry_fragments(entry(7, user="alice"), "alice")
+
+
+def test_text_from_others_cannot_drive_the_terminal():
+    assert render.clean("héllo wörld") == "héllo wörld"
+    assert render.clean("\x1b[2Jgone\r\nx\u202eevil") == "\\x1b[2Jgone\\r\\nx\\u202eevil"
+    line = render.plain(render.entry_fragments(entry(1, user="b\x1bob", text="a\x07"), "alice"))
+    assert "\x1b" not in line and "\x07" not in line
+
+
+def test_json_lines_have_exactly_the_entry_keys():
+    frame = {**entry(9, text="hi"), "topic": "chat.message", "node": "h2"}
+    assert json.loads(render.entry_json(frame)) == entry(9, text="hi")
+    assert list(json.loads(render.entry_json(frame))) == list(render.JSON_KEYS)
+
+
+def test_who_and_status():
+    users = [{"user": "bob", "server": "h2", "since": 1764112345.0},
+             {"user": "alice", "server": "h1", "since": 1764112345.0}]
+    who = render.render_who(users, "alice").splitlines()
+    assert who[0].split() == ["USER", "SERVER", "SINCE"]
+    assert who[1].split()[:3] == ["alice", "(you)", "h1"] and who[2].split()[:2] == ["bob", "h2"]
+    assert render.render_who([], "alice") == "nobody is here"
+    view = {"self": "h1", "leader": "h2", "term": 4, "servers": [
+        {"name": "h2", "state": "alive", "role": "leader", "leader": "h2", "term": 4},
+        {"name": "h1", "state": "alive", "role": "follower", "leader": "h2", "term": 4}]}
+    status = render.render_status(view, {"uptime": 5, "chat_messages": 12}, users, "alice", "h1",
+                                  "ipc:///run/dsd/dsd.ctl", 12, 3, 1).splitlines()
+    assert status[0].split() == ["SERVER", "STATE", "ROLE", "LEADER", "TERM"]
+    assert status[1].split() == ["*", "h2", "alive", "leader", "h2", "4"]
+    assert status[2].split() == ["h1", "alive", "follower", "h2", "4"]
+    assert status[4:] == [
+        "leader: h2  term: 4",
+        "users: 2 (alice, bob)",
+        "you: alice on h1 via ipc:///run/dsd/dsd.ctl",
+        "messages: last seq 12, you sent 3 (1 not yet acknowledged)",
+        "daemon: chat_messages 12",
+    ]
+
+
+def test_typed_lines():
+    assert parse_input("hello\n") == Action("send", "hello")
+    assert parse_input("   ") == Action("nothing")
+    assert parse_input("//who") == Action("send", "/who")
+    for name in ("who", "status", "help", "quit"):
+        assert parse_input(f"/{name}") == Action(name)
+    assert parse_input("/history") == Action("history", count=20)
+    assert parse_input("/history 5") == Action("history", count=5)
+    for bad in ("/history 0", "/history 1001", "/history x", "/who me", "/nick bob"):
+        assert parse_input(bad).kind == "invalid", bad
+    assert "unknown command /nick" in parse_input("/nick bob").text
+
+
+def test_a_feed_bound_on_all_interfaces_is_reached_on_the_control_host():
+    assert feed_address("tcp://h2.lan:5555", "tcp://*:5556") == "tcp://h2.lan:5556"
+    assert feed_address("tcp://10.0.0.2:5555", "tcp://0.0.0.0:5556") == "tcp://10.0.0.2:5556"
+    assert feed_address("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed") == "ipc:///run/dsd/dsd.feed"
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    [], ["bad name"], ["-bob"], ["a" * 33], ["--history", "-1", "alice"], ["--history", "1001", "alice"],
+    ["--history", "x", "alice"], ["--timeout", "0", "alice"], ["--failover", "-1", "alice"],
+    ["--discover", "alice"], ["alice", "bob"],
+])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == EXIT_USAGE
+    assert "usage: dschat" in capsys.readouterr().err
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    for code in ("0  ok", "1  failed", "2  usage", "3  daemon unreachable", "4  name refused"):
+        assert code in out
+
+
+def test_a_bad_configuration_is_one_line_and_exit_1(tmp_path, capsys):
+    config = tmp_path / "dsd.toml"
+    config.write_text("[control]\nendpoint = 'nope'\n")
+    assert main(["-c", str(config), "alice"]) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith(f"dschat: {config}: [control] endpoint") and err.count("\n") == 1
+
+
+# --- the real process against fake daemons -------------------------------------------------------
+
+class Dschat:
+    """A dschat process: stdin written by the test, stdout and stderr collected as they arrive."""
+
+    def __init__(self, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "DSD_CONFIG"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dschat", *args], cwd=ROOT, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+                         for stream, lines in ((self.process.stdout, self.out), (self.process.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+
+    def write(self, *lines: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("".join(line + "\n" for line in lines))
+        self.process.stdin.flush()
+
+    def finish(self, timeout: float = 30) -> int:
+        """Close stdin (end of input) and wait for the exit status."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.process.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return code
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out]
+
+    def shown(self, text: str) -> bool:
+        return any(e["kind"] == "message" and e["text"] == text for e in self.entries())
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
+
+
+@pytest.fixture
+def chat(tmp_path: Path) -> Iterator[FakeChat]:
+    fake = FakeChat(tmp_path, ("h1", "h2"))
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Dschat]]:
+    started: list[Dschat] = []
+    yield started
+    for client in started:
+        client.kill()
+
+
+@pytest.fixture
+def dschat(clients: list[Dschat]):
+    def start(*args: str) -> Dschat:
+        client = Dschat(*args)
+        clients.append(client)
+        return client
+    return start
+
+
+def ep(chat: FakeChat, *names: str) -> list[str]:
+    return [arg for name in names for arg in ("-e", chat.daemons[name].endpoint)]
+
+
+def assert_one_stream(client: Dschat, chat: FakeChat) -> list[dict[str, Any]]:
+    """stdout is the log from the first entry shown on: each seq once, in order, as logged."""
+    entries = client.entries()
+    log = chat.entries()
+    first = entries[0]["seq"]
+    assert entries == log[first - 1:first - 1 + len(entries)], (entries, log)
+    return entries
+
+
+def test_piped_json_sends_every_line_and_prints_what_is_delivered(chat, dschat):
+    chat.post("bob", "before")
+    client = dschat(*ep(chat, "h1"), "--json", "alice")
+    client.write("hello", "", "world")  # the empty line is skipped, not sent
+    wait_until(lambda: client.shown("world"), 10, "alice's lines on her stdout")
+    chat.post("bob", "hi alice")
+    wait_until(lambda: client.shown("hi alice"), 10, "bob's line on alice's stdout")
+    assert client.finish() == EXIT_OK, client.err
+    entries = assert_one_stream(client, chat)
+    assert all(list(e) == list(render.JSON_KEYS) for e in entries)
+    assert [(e["kind"], e["user"], e["text"]) for e in entries] == [
+        ("message", "bob", "before"), ("join", "alice", ""), ("message", "alice", "hello"),
+        ("message", "alice", "world"), ("message", "bob", "hi alice"), ("leave", "alice", ""),
+    ]
+    assert entries[-1] == chat.entries()[-1]  # left cleanly, and shown to the end
+    assert client.err == []
+
+
+def test_history_shows_the_last_n_entries_then_the_feed(chat, dschat):
+    for n in range(5):
+        chat.post("bob", f"old {n}")
+    client = dschat(*ep(chat, "h1"), "--json", "--history", "2", "alice")
+    client.write("new")
+    wait_until(lambda: client.shown("new"), 10, "alice's line")
+    assert client.finish() == EXIT_OK, client.err
+    # The last 2 at the time of the history request: the join is already one of them.
+    assert [(e["kind"], e["text"]) for e in assert_one_stream(client, chat)] == [
+        ("message", "old 4"), ("join", ""), ("message", "new"), ("leave", "")]
+
+    quiet = dschat(*ep(chat, "h1"), "--json", "--history", "0", "carol")
+    assert quiet.finish() == EXIT_OK, quiet.err
+    # Nothing from before the history request, which comes after the join.
+    assert [(e["kind"], e["user"]) for e in quiet.entries()] == [("leave", "carol")]
+
+
+def test_text_output_for_people(chat, dschat):
+    client = dschat(*ep(chat, "h1"), "alice")
+    client.write("hello")
+    assert client.finish() == EXIT_OK, client.err
+    stamp = r"\d\d:\d\d:\d\d"
+    assert len(client.out) == 3, client.out
+    assert re.fullmatch(rf"{stamp} --> alice joined \(on h1\)", client.out[0])
+    assert re.fullmatch(rf"{stamp} <alice> hello", client.out[1])
+    assert re.fullmatch(rf"{stamp} <-- alice left", client.out[2])
+
+
+def test_an_entry_the_feed_skips_is_fetched_with_since(chat, dschat):
+    client = dschat(*ep(chat, "h1"), "--json", "alice")
+    client.write("first")
+    wait_until(lambda: client.shown("first"), 10, "alice's first line")
+    chat.post("bob", "lost on the feed", unpublished_by=("h1",))
+    chat.post("bob", "published")
+    wait_until(lambda: client.shown("published"), 10, "bob's second line")
+    assert client.finish() == EXIT_OK, client.err
+    assert [e["text"] for e in assert_one_stream(client, chat)][-4:-1] == ["first", "lost on the feed", "published"]
+    assert chat.requests("h1", "chat.since")
+
+
+def test_a_name_in_use_is_refused_with_exit_4(chat, dschat):
+    alice = dschat(*ep(chat, "h1"), "--json", "alice")
+    alice.write("here")
+    wait_until(lambda: alice.shown("here"), 10, "the first alice")
+    second = dschat(*ep(chat, "h2"), "--json", "alice")
+    assert second.finish() == EXIT_REFUSED
+    assert second.out == []
+    assert "taken" in "\n".join(second.err)
+    assert alice.finish() == EXIT_OK, alice.err
+
+
+def test_no_daemon_is_exit_3_naming_the_endpoints(tmp_path, dschat):
+    chat = FakeChat(tmp_path, ("gone",))
+    stale = chat.daemons["gone"].endpoint  # a socket file nobody serves any more
+    chat.close()
+    client = dschat("-e", f"ipc://{tmp_path}/none.ctl", "-e", stale, *FAST, "alice")
+    assert client.finish() == EXIT_UNREACHABLE
+    err = "\n".join(client.err)
+    assert f"no daemon at ipc://{tmp_path}/none.ctl" in err
+    assert f"no answer from {stale} after 3 tries of 0.2s" in err
+
+
+def test_the_configuration_names_the_daemon(chat, dschat, tmp_path):
+    config = tmp_path / "dsd.toml"
+    config.write_text(f"[control]\nendpoint = '{chat.daemons['h2'].endpoint}'\n"
+                      f"feed = 'ipc://{tmp_path}/unused.feed'\n")
+    client = dschat("-c", str(config), "--json", "alice")
+    client.write("via the config")
+    assert client.finish() == EXIT_OK, client.err
+    assert client.entries()[-1]["server"] == "h2"
+
+
+def test_a_refused_line_is_named_in_the_exit_status(chat, dschat):
+    client = dschat(*ep(chat, "h1"), "--json", "alice")
+    client.write("ok", "x" * 65, "also ok")
+    assert client.finish() == EXIT_FAILED
+    assert chat.messages() == ["ok", "also ok"]
+    err = "\n".join(client.err)
+    assert "1 of 3 lines not delivered" in err
+    assert "line 2 'xxx" in err and "too_large" in err
+
+
+def test_rate_limited_is_retried_after_a_backoff(chat, dschat):
+    chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send": ["rate_limited", "rate_limited"]}))
+    client = dschat(*ep(chat, "h1"), "--json", "alice")
+    client.write("one", "two")
+    assert client.finish() == EXIT_OK, client.err
+    assert chat.messages() == ["one", "two"]
+    assert sum("rate_limited" in line for line in client.err) == 2
+
+
+def test_a_lost_reply_is_retried_with_the_same_id_and_recorded_once(chat, dschat):
+    chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send": ["lose_reply"]}))
+    client = dschat(*ep(chat, "h1"), *FAST, "--json", "alice")
+    client.write("once")
+    assert client.finish() == EXIT_OK, client.err
+    sends = chat.requests("h1", "chat.send")
+    assert len(sends) == 2 and sends[0]["id"] == sends[1]["id"]
+    assert chat.messages() == ["once"]
+
+
+def test_lines_never_acknowledged_are_named_after_the_wait(chat, dschat):
+    chat.call(lambda: chat.daemons["h1"].always.update({"chat.send": "unavailable"}))
+    client = dschat(*ep(chat, "h1"), "--json", "--wait", "1", "alice")
+    client.write("stuck")
+    assert client.finish() == EXIT_FAILED
+    assert any("line 1 'stuck': not acknowledged" in line for line in client.err), client.err
+    assert chat.messages() == []
+    assert chat.entries()[-1]["kind"] == "leave"  # it still left cleanly
+
+
+def test_a_silent_daemon_is_given_up_after_the_failover_time(chat, dschat):
+    client = dschat(*ep(chat, "h1"), *FAST, "--failover", "1", "--json", "alice")
+    wait_until(lambda: client.entries(), 10, "the join")
+    chat.call(lambda: setattr(chat.daemons["h1"], "frozen", True))
+    client.write("into the void")
+    assert client.finish() == EXIT_UNREACHABLE
+    err = "\n".join(client.err)
+    assert "no daemon answered for 1s" in err
+    assert "line 1 'into the void': not acknowledged" in err
+
+
+def test_one_endpoint_is_retried_until_it_answers_again(chat, dschat):
+    client = dschat(*ep(chat, "h1"), *FAST, "--json", "alice")
+    wait_until(lambda: client.entries(), 10, "the join")
+    chat.call(lambda: setattr(chat.daemons["h1"], "frozen", True))
+    client.write("patience")
+    # Lost (3 silent tries of the send), then it asks the same daemon for info again.
+    wait_until(lambda: len(chat.requests("h1", "info")) >= 2, 10, "a reconnection attempt")
+    chat.call(lambda: setattr(chat.daemons["h1"], "frozen", False))
+    wait_until(lambda: client.shown("patience"), 10, "the line, once the daemon answers")
+    assert client.finish() == EXIT_OK, client.err
+    assert chat.messages() == ["patience"]
+    assert [e["text"] for e in assert_one_stream(client, chat) if e["kind"] == "join"] == ["", "rejoined"]
+
+
+@pytest.mark.parametrize("crash", ["crash_before", "crash_after"])
+def test_failover_to_the_next_daemon_resumes_without_gap_or_duplicate(chat, dschat, crash):
+    """h1 dies while handling line 3: before recording it, or after (its reply never comes)."""
+    client = dschat(*ep(chat, "h1", "h2"), *FAST, "--json", "alice")
+    client.write("one", "two")
+    wait_until(lambda: client.shown("two"), 10, "the first lines")
+    chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send": [crash]}))
+    client.write("three")
+    wait_until(lambda: chat.call(lambda: chat.daemons["h1"].closed), 10, "h1 to crash")
+    chat.post("bob", "while alice was away")  # published by h2 only: alice must fetch it
+    client.write("four", "five")
+    wait_until(lambda: client.shown("five"), 15, "the lines after the failover")
+    assert client.finish() == EXIT_OK, client.err
+
+    # Recorded before the crash, or re-sent after bob's line went in.
+    middle = ["three", "while alice was away"] if crash == "crash_after" else ["while alice was away", "three"]
+    assert chat.messages() == ["one", "two", *middle, "four", "five"]
+    entries = assert_one_stream(client, chat)
+    assert [(e["kind"], e["text"], e["server"]) for e in entries if e["kind"] == "join"] == [
+        ("join", "", "h1"), ("join", "rejoined", "h2")]
+    sessions = {args["session"] for name in ("h1", "h2") for args in chat.requests(name, "chat.join")}
+    assert len(sessions) == 1  # the same session on both daemons
+    three = [args["id"] for name in ("h1", "h2") for args in chat.requests(name, "chat.send")
+             if args["text"] == "three"]
+    if crash == "crash_before":
+        assert len(three) == 2 and three[0] == three[1]  # re-sent to h2 with its original id
+    assert len(set(three)) == 1
+    assert any("lost " + chat.daemons["h1"].endpoint in line for line in client.err), client.err
+
+
+def test_heartbeats_reveal_a_lost_tail_and_a_dead_daemon_while_idle(chat, dschat):
+    client = dschat(*ep(chat, "h1", "h2"), *FAST, "--heartbeat", "0.2", "--json", "alice")
+    wait_until(lambda: client.entries(), 10, "the join")
+    chat.post("bob", "the last word", unpublished_by=("h1",))  # nothing after it reveals the gap
+    wait_until(lambda: client.shown("the last word"), 10, "the heartbeat's last_seq to fetch it")
+    chat.call(chat.daemons["h1"].close)
+    wait_until(lambda: any("connected to h2" in line for line in client.err), 10, "an idle failover")
+    client.write("still here")
+    assert client.finish() == EXIT_OK, client.err
+    assert [e["text"] for e in assert_one_stream(client, chat)] == [
+        "", "the last word", "rejoined", "still here", ""]
+
+
+def test_timed_out_by_the_daemon_it_joins_again(chat, dschat):
+    client = dschat(*ep(chat, "h1"), "--heartbeat", "0.2", "--json", "alice")
+    wait_until(lambda: client.entries(), 10, "the join")
+
+    def time_out() -> None:
+        del chat.present["alice"]
+        chat._append("timeout", "alice", "", "h1", "t1")
+    chat.call(time_out)
+    wait_until(lambda: [e["text"] for e in client.entries() if e["kind"] == "join"] == ["", "rejoined"], 10,
+               "a join after the heartbeat's not_joined")
+    client.write("back")
+    assert client.finish() == EXIT_OK, client.err
+    assert [e["kind"] for e in assert_one_stream(client, chat)] == ["join", "timeout", "join", "message", "leave"]
+
+
+def test_interactive_in_a_terminal(chat):
+    """On a pty: lines are sent, /commands answered, others' lines printed above the prompt."""
+    pty = pytest.importorskip("pty")
+    chat.post("bob", "earlier")
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "dschat", *ep(chat, "h1"), "alice"], cwd=ROOT, env=env,
+                               stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    screen = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the pty
+                return
+            if not data:
+                return
+            screen.extend(data)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def seen(text: str) -> bool:
+        return text in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    try:
+        wait_until(lambda: seen("/help lists the commands"), 10, "the welcome line")
+        assert seen("<bob> earlier")
+        os.write(master, b"hello\r")
+        wait_until(lambda: seen("<alice> hello"), 10, "alice's message")
+        os.write(master, b"/nope\r")
+        wait_until(lambda: seen("unknown command /nope"), 10, "the unknown command refused")
+        os.write(master, b"/who\r")
+        wait_until(lambda: seen("alice (you)"), 10, "/who")
+        os.write(master, b"half")
+        chat.post("bob", "while alice types")
+        wait_until(lambda: seen("<bob> while alice types"), 10, "bob's line above the prompt")
+        os.write(master, b"\x15\x04")  # Ctrl-U clears the line, Ctrl-D quits
+        assert process.wait(10) == EXIT_OK
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(10)
+        os.close(master)
+    assert chat.messages() == ["earlier", "hello", "while alice types"]
+    assert chat.entries()[-1]["kind"] == "leave"
