@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from dsd.linkwire import LinkMessage
 from dsd.wire import Message
 
 
@@ -31,4 +32,21 @@ class Log:
     text: str
 
 
-Action = Union[Send, Publish, Log]
+@dataclass(frozen=True)
+class Transmit:
+    """Send `message` to the daemon `to` over its data-plane link (best effort: the core retries)."""
+
+    to: str
+    message: LinkMessage = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer the client request `request` (an opaque handle): `result`, or `error` = (code, message)."""
+
+    request: Any = field(hash=False)
+    result: dict[str, Any] | None = field(default=None, hash=False)
+    error: tuple[str, str] | None = None
+
+
+Action = Union[Send, Publish, Log, Transmit, Reply]

@@ -1,0 +1,712 @@
+"""The chat log: sequencing, replication, commit and leader change, as a pure state machine.
+
+The cluster's leader (from `dsd.core.node`) is the sequencer. Every daemon plays three parts:
+
+- *proposer* for its own clients: a join, send, leave or timeout becomes a proposal kept in
+  the outbox and forwarded to the leader until it is seen committed (or refused), so a
+  leader change loses nothing; the client's reply waits for the commit.
+- *follower*: takes APPENDs from the leader of the current term, acknowledges how far its
+  log matches, commits what the leader says is committed, and serves GATHER/FETCH.
+- *leader*: first gathers every survivor's STATUS and adopts the most advanced log
+  (highest last term, then highest seq: Viewstamped Replication's view change), then
+  sequences proposals, replicates them and commits an entry once one follower holds it
+  too, so a committed entry survives the crash of any one daemon. Retried proposals
+  (same user and id) are recorded once.
+
+Committed entries go to the `Store` (synchronously; the store is injected, an in-memory
+one in tests) and are published on the feed in seq order. Uncommitted entries live only
+here, in `tail`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsd.core.actions import Action, Log, Publish, Reply, Transmit
+from dsd.linkwire import (
+    ID_PATTERN, MAX_BATCH, PUBLIC_KEYS, SESSION_PATTERN, USER_PATTERN, Ack, Append, Entries, Entry,
+    Fetch, Forward, Gather, LinkMessage, Proposal, Result, Status, utf8_size,
+)
+from dsd.store import Store
+
+FOLLOWING, GATHERING, FETCHING, ACTIVE = "following", "gathering", "fetching", "active"
+WINDOW = 4 * MAX_BATCH  # entries in flight to one follower
+MAX_TAIL = 20_000  # uncommitted entries before the leader refuses new proposals
+MAX_EARLY = 64  # messages of a term this node has not heard of yet, kept for when it does
+Key = tuple[str, str]  # (user, id)
+
+
+@dataclass(frozen=True)
+class ChatLimits:
+    """[chat] settings the core needs, and its retry interval."""
+
+    client_timeout: float = 10.0
+    max_message: int = 4096
+    rate: float = 20.0
+    burst: int = 50
+    resend_interval: float = 0.2
+    request_timeout: float = 5.0
+    gather_timeout: float = 2.0
+
+
+@dataclass
+class Counters:
+    """Chat counters shown by `dsctl stats`."""
+
+    entries_sequenced: int = 0
+    entries_committed: int = 0
+    proposals_forwarded: int = 0
+    proposals_refused: int = 0
+    duplicates_dropped: int = 0
+    link_messages_ignored: int = 0
+
+
+@dataclass
+class Session:
+    """A client connected to this daemon."""
+
+    session: str
+    last_heard: float
+    tokens: float
+    refilled: float
+
+
+@dataclass
+class Waiter:
+    request: Any
+    kind: str
+    deadline: float
+
+
+@dataclass
+class FollowerState:
+    """What the leader knows of one follower's log."""
+
+    next: int
+    match: int
+    progress: float  # when the follower last acknowledged something new (or was caught up)
+    told: int = 0  # the commit point last sent to it
+    commit: int = 0  # the commit point it acknowledged
+
+
+@dataclass
+class Gathering:
+    """A new leader's view change: statuses in, then entries fetched from the best."""
+
+    started: float
+    statuses: dict[str, Status] = field(default_factory=dict)
+    sent: float = 0.0
+    best: str | None = None
+    fetched: list[Entry] = field(default_factory=list)
+
+
+def public(entry: Entry) -> dict[str, Any]:
+    """An entry as clients see it (no term, no session token)."""
+    return {key: entry[key] for key in PUBLIC_KEYS}
+
+
+def same_entry(a: Entry, b: Entry) -> bool:
+    return (a["term"], a["user"], a["id"], a["kind"]) == (b["term"], b["user"], b["id"], b["kind"])
+
+
+class Chat:
+    """Feed it link messages, client requests, view changes and time; it returns actions."""
+
+    def __init__(self, name: str, store: Store, limits: ChatLimits, epoch: float, incarnation: int) -> None:
+        self.name = name
+        self.store = store
+        self.limits = limits
+        self.epoch = epoch  # wall clock = epoch + now: entry times without reading a clock
+        self.counters = Counters()
+        self.term = 0
+        self.leader: str | None = None
+        self.peers: frozenset[str] = frozenset()
+        self.role = FOLLOWING
+        self.commit = store.last_seq()
+        latest = store.latest(1)
+        self.commit_term = latest[0]["term"] if latest else 0
+        self.tail: list[Entry] = []
+        self.matched = self.commit  # follower: log known to match the leader's up to here
+        self.presence: dict[str, Entry] = store.users()
+        self.sessions: dict[str, Session] = {}
+        self.outbox: dict[Key, Proposal] = {}
+        self.waiting: dict[Key, list[Waiter]] = {}
+        self.known: dict[Key, int] = {}  # proposals the leader says are committed at seq
+        self.followers: dict[str, FollowerState] = {}
+        self.gathering: Gathering | None = None
+        self.queue: list[Proposal] = []  # proposals held while the new leader gathers
+        self.orphans: dict[str, float] = {}  # leader: users whose server is gone, since when
+        self._pending: dict[Key, int] = {}  # leader: uncommitted entries by (user, id)
+        self._early: list[tuple[LinkMessage, float]] = []
+        self._forward_due = 0.0
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{incarnation % 36**8:x}"
+
+    @property
+    def last(self) -> int:
+        return self.commit + len(self.tail)
+
+    @property
+    def last_term(self) -> int:
+        return self.tail[-1]["term"] if self.tail else self.commit_term
+
+    def start(self, now: float) -> None:
+        """Users the log places on this server, from before a restart, get client_timeout to come back."""
+        for user, entry in self.presence.items():
+            if entry["server"] == self.name:
+                self.sessions[user] = Session(entry["session"], now, float(self.limits.burst), now)
+
+    # ----------------------------------------------------------- cluster view
+
+    def set_view(self, leader: str | None, term: int, peers: frozenset[str], now: float) -> list[Action]:
+        """The membership changed: the leader, its term, or the set of live peers."""
+        out: list[Action] = []
+        gone = self.peers - peers
+        self.peers = peers
+        if (leader, term) != (self.leader, self.term):
+            self.term = max(self.term, term)
+            self.leader = leader
+            self._new_leader(now, out)
+            early, self._early = self._early, []
+            for message, _ in early:
+                out.extend(self.receive(message, now))
+        elif self.leader == self.name:
+            for name in gone:
+                self.followers.pop(name, None)
+            for name in peers - set(self.followers):
+                if self.role == ACTIVE:
+                    self.followers[name] = FollowerState(self.commit + 1, 0, now)
+                    self._replicate(name, now, out)
+            if self.role == GATHERING and gone:
+                self._gathered(now, out)
+            elif self.role == FETCHING and self.gathering and self.gathering.best in gone:
+                self._start_gathering(now, out)
+            elif self.role == ACTIVE:
+                self._advance_commit(now, out)
+        return out
+
+    def _new_leader(self, now: float, out: list[Action]) -> None:
+        self.followers = {}
+        self.gathering = None
+        self.orphans = {}
+        self.matched = self.commit
+        if self.leader == self.name:
+            self._start_gathering(now, out)
+            return
+        self.role = FOLLOWING
+        for proposal in self.queue:
+            self.outbox.setdefault((proposal["user"], proposal["id"]), proposal)
+        self.queue = []
+        self._pending = {}
+        self._forward_due = now  # hand the outbox to the new leader at once
+
+    # ---------------------------------------------------------------- leader
+
+    def _start_gathering(self, now: float, out: list[Action]) -> None:
+        self.role = GATHERING
+        self.gathering = Gathering(started=now, sent=now)
+        for name in sorted(self.peers):
+            out.append(Transmit(name, Gather(self.name, self.term)))
+        self._gathered(now, out)
+
+    def _gathered(self, now: float, out: list[Action], force: bool = False) -> None:
+        """Every live peer answered GATHER (or gather_timeout passed): adopt the most advanced log."""
+        gathering = self.gathering
+        assert gathering is not None
+        if not force and not self.peers <= set(gathering.statuses):
+            return
+        if force:
+            silent = ", ".join(sorted(self.peers - set(gathering.statuses)))
+            out.append(Log("warning", f"chat: no STATUS from {silent} in time; going on without"))
+        statuses = {name: s for name, s in gathering.statuses.items() if name in self.peers}
+        best = max(statuses.values(), key=lambda s: (s.last_term, s.last, s.src), default=None)
+        if best is None or (best.last_term, best.last) <= (self.last_term, self.last):
+            self._activate(statuses, now, out)
+            return
+        self.role = FETCHING
+        gathering.best = best.src
+        gathering.fetched = []
+        gathering.sent = now
+        out.append(Transmit(best.src, Fetch(self.name, self.term, self.commit)))
+
+    def _on_entries(self, message: Entries, now: float, out: list[Action]) -> None:
+        gathering = self.gathering
+        if self.role != FETCHING or gathering is None or message.src != gathering.best:
+            return
+        expected = self.commit + len(gathering.fetched) + 1
+        fresh = [e for e in message.entries if e["seq"] >= expected]
+        if fresh and fresh[0]["seq"] != expected:
+            return
+        gathering.fetched.extend(fresh)
+        best = gathering.statuses[message.src]
+        if not fresh or self.commit + len(gathering.fetched) >= best.last:
+            self.tail = gathering.fetched
+            self._activate({n: gathering.statuses[n] for n in self.peers}, now, out)
+        else:
+            gathering.sent = now
+            out.append(Transmit(message.src, Fetch(self.name, self.term, self.commit + len(gathering.fetched))))
+
+    def _activate(self, statuses: dict[str, Status], now: float, out: list[Action]) -> None:
+        """The view change is over: commit what is known committed, replicate the rest, sequence."""
+        self.role = ACTIVE
+        self.gathering = None
+        self._pending = {(e["user"], e["id"]): e["seq"] for e in self.tail}
+        known_commit = max((s.commit for s in statuses.values()), default=0)
+        self._commit_to(min(known_commit, self.last), now, out)
+        self.followers = {name: FollowerState(self.commit + 1, 0, now) for name in self.peers}
+        for name, status in statuses.items():
+            self.followers[name] = FollowerState(status.commit + 1, status.commit, now)
+        out.append(Log("info", f"chat: leading term {self.term} from seq {self.last} ({len(self.tail)} uncommitted)"))
+        queued, self.queue = self.queue, []
+        for proposal in list(self.outbox.values()) + queued:
+            self._sequence(proposal, self.name, now, out)
+        for name in sorted(self.followers):
+            self._replicate(name, now, out)
+        self._advance_commit(now, out)
+
+    def _sequence(self, proposal: Proposal, source: str, now: float, out: list[Action]) -> None:
+        """Give `proposal` the next seq, or refuse it; `source` proposed it."""
+        key = (proposal["user"], proposal["id"])
+        if key in self._pending:
+            self.counters.duplicates_dropped += 1
+            return
+        committed = self.store.find(*key)
+        if committed is not None:
+            self.counters.duplicates_dropped += 1
+            self._result(source, {"user": key[0], "id": key[1], "seq": committed}, now, out)
+            return
+        refusal = self._refusal(proposal)
+        if refusal is None and len(self.tail) >= MAX_TAIL:
+            refusal = ("unavailable", "the leader has too many uncommitted entries; retry later")
+        if refusal is not None:
+            self.counters.proposals_refused += 1
+            code, text = refusal
+            self._result(source, {"user": key[0], "id": key[1], "code": code, "message": text}, now, out)
+            return
+        entry = dict(proposal, seq=self.last + 1, term=self.term, time=round(self.epoch + now, 6))
+        if entry["kind"] == "join":
+            entry["text"] = "rejoined" if self._present(entry["user"]) is not None else ""
+        self.tail.append(entry)
+        self._pending[key] = entry["seq"]
+        self.counters.entries_sequenced += 1
+
+    def _refusal(self, proposal: Proposal) -> tuple[str, str] | None:
+        """Why the leader will not sequence `proposal` given who is present, or None."""
+        current = self._present(proposal["user"])
+        if proposal["kind"] == "join":
+            if current is not None and current["session"] != proposal["session"]:
+                return "name_taken", f"the name {proposal['user']!r} is in use on {current['server']}"
+            return None
+        if current is None or current["session"] != proposal["session"]:
+            return "not_joined", f"{proposal['user']!r} is not in the chat: join first"
+        return None
+
+    def _present(self, user: str) -> Entry | None:
+        """The join entry that makes `user` present, counting uncommitted entries."""
+        for entry in reversed(self.tail):
+            if entry["user"] == user and entry["kind"] != "message":
+                return entry if entry["kind"] == "join" else None
+        return self.presence.get(user)
+
+    def _result(self, source: str, result: dict[str, Any], now: float, out: list[Action]) -> None:
+        if source == self.name:
+            self._on_results([result], now, out)
+        else:
+            out.append(Transmit(source, Result(self.name, self.term, [result])))
+
+    def _replicate(self, name: str, now: float, out: list[Action]) -> None:
+        """Send `name` what it lacks, up to the window; an empty APPEND carries a new commit."""
+        follower = self.followers[name]
+        while follower.next <= self.last and follower.next - follower.match - 1 < WINDOW:
+            entries = self._read(follower.next - 1, MAX_BATCH)
+            if not entries or entries[0]["seq"] != follower.next:
+                out.append(Log("warning", f"chat: cannot catch {name} up from seq {follower.next}: trimmed"))
+                return
+            out.append(Transmit(name, Append(self.name, self.term, follower.next - 1, entries, self.commit)))
+            follower.next += len(entries)
+            follower.told = self.commit
+        if follower.told < self.commit and follower.next > self.last:
+            out.append(Transmit(name, Append(self.name, self.term, self.last, [], self.commit)))
+            follower.told = self.commit
+
+    def _read(self, after: int, limit: int) -> list[Entry]:
+        """Entries after `after`, committed (from the store) then uncommitted."""
+        entries = self.store.read(after, limit) if after < self.commit else []
+        start = max(after, self.commit) - self.commit
+        return entries + self.tail[start:start + limit - len(entries)]
+
+    def _on_ack(self, message: Ack, now: float, out: list[Action]) -> None:
+        follower = self.followers.get(message.src)
+        if self.role != ACTIVE or follower is None:
+            return
+        if message.last > follower.match or message.commit > follower.commit:
+            follower.progress = now
+        follower.match = min(message.last, self.last)
+        follower.commit = message.commit
+        if message.need:  # it could not take what we sent: a gap, or it restarted
+            follower.next = min(message.need, self.last + 1)
+        self._replicate(message.src, now, out)
+        self._advance_commit(now, out)
+
+    def _lagging(self, follower: FollowerState) -> bool:
+        return follower.match < self.last or follower.commit < self.commit
+
+    def _advance_commit(self, now: float, out: list[Action]) -> None:
+        """Committed = held by the leader and at least one follower (by the leader alone if alone)."""
+        if self.role != ACTIVE:
+            return
+        held = max((f.match for f in self.followers.values()), default=self.last)
+        target = min(held, self.last)
+        if target > self.commit:
+            self._commit_to(target, now, out)
+            for name in sorted(self.followers):
+                self._replicate(name, now, out)
+
+    # -------------------------------------------------------------- follower
+
+    def receive(self, message: LinkMessage, now: float) -> list[Action]:
+        """A link message from another daemon (already decoded by `dsd.linkwire`)."""
+        out: list[Action] = []
+        if message.term > self.term:
+            if len(self._early) < MAX_EARLY:
+                self._early.append((message, now))
+            return out
+        if isinstance(message, Forward):
+            self._on_forward(message, now, out)
+        elif isinstance(message, Result):
+            self._on_results(message.results, now, out)
+        elif message.term < self.term:
+            self.counters.link_messages_ignored += 1
+        elif isinstance(message, Ack):
+            self._on_ack(message, now, out)
+        elif isinstance(message, Status):
+            if self.role == GATHERING and self.gathering is not None and message.src in self.peers:
+                self.gathering.statuses[message.src] = message
+                self._gathered(now, out)
+        elif isinstance(message, Entries):
+            self._on_entries(message, now, out)
+        elif message.src != self.leader:
+            self.counters.link_messages_ignored += 1
+        elif isinstance(message, Gather):
+            self.matched = self.commit
+            out.append(Transmit(message.src, Status(self.name, self.term, self.commit, self.last, self.last_term)))
+        elif isinstance(message, Fetch):
+            out.append(Transmit(message.src, Entries(self.name, self.term, self._read(message.after, MAX_BATCH))))
+        elif isinstance(message, Append):
+            self._on_append(message, now, out)
+        return out
+
+    def _on_append(self, message: Append, now: float, out: list[Action]) -> None:
+        if message.prev > self.matched:
+            out.append(Transmit(message.src, Ack(self.name, self.term, self.matched, self.commit, self.matched + 1)))
+            return
+        for entry in message.entries:
+            index = entry["seq"] - self.commit - 1
+            if index < 0:
+                continue
+            if index < len(self.tail):
+                if same_entry(self.tail[index], entry):
+                    continue
+                del self.tail[index:]
+            self.tail.append(entry)
+        if message.entries:
+            self.matched = max(self.matched, message.entries[-1]["seq"])
+        committed = self.commit
+        self._commit_to(min(message.commit, self.matched), now, out)
+        if message.entries or self.commit > committed:
+            out.append(Transmit(message.src, Ack(self.name, self.term, self.matched, self.commit, 0)))
+
+    # -------------------------------------------------------------- commit
+
+    def _commit_to(self, seq: int, now: float, out: list[Action]) -> None:
+        """Store, publish and act on the entries up to `seq`."""
+        count = seq - self.commit
+        if count <= 0:
+            return
+        entries, self.tail = self.tail[:count], self.tail[count:]
+        self.store.append(entries)
+        self.commit = seq
+        self.commit_term = entries[-1]["term"]
+        self.counters.entries_committed += len(entries)
+        for entry in entries:
+            self._pending.pop((entry["user"], entry["id"]), None)
+            self._apply_presence(entry, now)
+            topic = "chat.message" if entry["kind"] == "message" else "chat.presence"
+            out.append(Publish(topic, public(entry)))
+            self._resolve((entry["user"], entry["id"]), entry["seq"], out)
+        for key, known in list(self.known.items()):
+            if known <= self.commit:
+                del self.known[key]
+                self._resolve(key, known, out)
+
+    def _apply_presence(self, entry: Entry, now: float) -> None:
+        user = entry["user"]
+        if entry["kind"] == "message":
+            return
+        if entry["kind"] == "join":
+            self.presence[user] = entry
+            session = self.sessions.get(user)
+            if entry["server"] != self.name:
+                self.sessions.pop(user, None)
+            elif session is None or session.session != entry["session"]:
+                self.sessions[user] = Session(entry["session"], now, float(self.limits.burst), now)
+        else:
+            self.presence.pop(user, None)
+            if entry["server"] == self.name:
+                self.sessions.pop(user, None)
+        self.orphans.pop(user, None)
+
+    # -------------------------------------------------------------- proposer
+
+    def _propose(self, proposal: Proposal, waiter: Waiter | None, now: float, out: list[Action]) -> None:
+        key = (proposal["user"], proposal["id"])
+        if waiter is not None:
+            self.waiting.setdefault(key, []).append(waiter)
+        self.outbox[key] = proposal
+        if self.leader == self.name:
+            if self.role == ACTIVE:
+                self._sequence(proposal, self.name, now, out)
+                for name in sorted(self.followers):
+                    self._replicate(name, now, out)
+                self._advance_commit(now, out)
+            else:
+                self.queue.append(proposal)
+        elif self.leader is not None:
+            self.counters.proposals_forwarded += 1
+            out.append(Transmit(self.leader, Forward(self.name, self.term, [proposal])))
+
+    def _on_forward(self, message: Forward, now: float, out: list[Action]) -> None:
+        if self.leader != self.name:
+            self.counters.link_messages_ignored += 1  # the proposer re-sends once it knows the leader
+            return
+        for proposal in message.proposals:
+            if proposal["server"] != message.src:
+                self.counters.link_messages_ignored += 1
+                continue
+            if self.role == ACTIVE:
+                self._sequence(proposal, message.src, now, out)
+            elif len(self.queue) < MAX_TAIL:
+                self.queue.append(proposal)
+        if self.role == ACTIVE:
+            for name in sorted(self.followers):
+                self._replicate(name, now, out)
+            self._advance_commit(now, out)
+
+    def _on_results(self, results: list[dict[str, Any]], now: float, out: list[Action]) -> None:
+        for result in results:
+            key = (result["user"], result["id"])
+            if key not in self.outbox:
+                continue
+            del self.outbox[key]
+            if "code" in result:
+                for waiter in self.waiting.pop(key, []):
+                    out.append(Reply(waiter.request, error=(result["code"], result["message"])))
+            elif result["seq"] <= self.commit:
+                self._resolve(key, result["seq"], out)
+            else:
+                self.known[key] = result["seq"]
+
+    def _resolve(self, key: Key, seq: int, out: list[Action]) -> None:
+        self.outbox.pop(key, None)
+        for waiter in self.waiting.pop(key, []):
+            result: dict[str, Any] = {"seq": seq}
+            if waiter.kind == "join":
+                result.update(user=key[0], server=self.name)
+            out.append(Reply(waiter.request, result))
+
+    # ---------------------------------------------------------------- clients
+
+    def join(self, request: Any, user: str, session: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        if not USER_PATTERN.match(user):
+            out.append(Reply(request, error=(
+                "bad_user", "a user name is 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )))
+            return out
+        if not SESSION_PATTERN.match(session):
+            out.append(Reply(request, error=("bad_args", "session must be 16-64 characters of A-Z a-z 0-9 _ -")))
+            return out
+        current = self.presence.get(user)
+        if current is not None and current["session"] != session:
+            out.append(Reply(request, error=("name_taken", f"the name {user!r} is in use on {current['server']}")))
+            return out
+        waiter = Waiter(request, "join", now + self.limits.request_timeout)
+        for key, proposal in self.outbox.items():
+            if proposal["kind"] == "join" and proposal["user"] == user and proposal["session"] == session:
+                self.waiting.setdefault(key, []).append(waiter)
+                return out
+        self._propose(self._proposal("join", user, session, ""), waiter, now, out)
+        return out
+
+    def send(self, request: Any, user: str, session: str, id: str, text: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        error = self._session_error(user, session)
+        size = utf8_size(text)
+        if error is None and not ID_PATTERN.match(id):
+            error = ("bad_args", "id must be 1-64 characters of A-Z a-z 0-9 _ -")
+        elif error is None and (size is None or not text.strip()):
+            error = ("bad_args", "text must be non-empty UTF-8")
+        elif error is None and size is not None and size > self.limits.max_message:
+            error = ("too_large", f"message of {size} bytes exceeds the limit of {self.limits.max_message}")
+        if error is not None:
+            out.append(Reply(request, error=error))
+            return out
+        client = self.sessions[user]
+        client.last_heard = now
+        key = (user, id)
+        committed = self.store.find(user, id)
+        if committed is not None:
+            out.append(Reply(request, {"seq": committed}))
+            return out
+        waiter = Waiter(request, "message", now + self.limits.request_timeout)
+        if key in self.outbox:
+            self.waiting.setdefault(key, []).append(waiter)
+            return out
+        if not self._take_token(client, now):
+            out.append(Reply(request, error=(
+                "rate_limited", f"more than {self.limits.rate:g} messages/s (burst {self.limits.burst}); retry shortly",
+            )))
+            return out
+        proposal = {"kind": "message", "user": user, "text": text, "id": id, "server": self.name, "session": session}
+        self._propose(proposal, waiter, now, out)
+        return out
+
+    def heartbeat(self, request: Any, user: str, session: str, now: float) -> list[Action]:
+        error = self._session_error(user, session)
+        if error is not None:
+            return [Reply(request, error=error)]
+        self.sessions[user].last_heard = now
+        return [Reply(request, {"last_seq": self.commit})]
+
+    def leave(self, request: Any, user: str, session: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        error = self._session_error(user, session)
+        if error is not None:
+            out.append(Reply(request, error=error))
+            return out
+        del self.sessions[user]
+        waiter = Waiter(request, "leave", now + self.limits.request_timeout)
+        self._propose(self._proposal("leave", user, session, ""), waiter, now, out)
+        return out
+
+    def _session_error(self, user: str, session: str) -> tuple[str, str] | None:
+        client = self.sessions.get(user)
+        if client is not None and client.session == session:
+            return None
+        return "not_joined", f"{user!r} has not joined through this server (or timed out): join first"
+
+    def _take_token(self, client: Session, now: float) -> bool:
+        client.tokens = min(float(self.limits.burst), client.tokens + (now - client.refilled) * self.limits.rate)
+        client.refilled = now
+        if client.tokens < 1:
+            return False
+        client.tokens -= 1
+        return True
+
+    def _proposal(self, kind: str, user: str, session: str, text: str, server: str | None = None) -> Proposal:
+        return {
+            "kind": kind, "user": user, "text": text, "id": f"{kind}-{self._id_prefix}-{next(self._ids)}",
+            "server": server or self.name, "session": session,
+        }
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> list[Action]:
+        """Retries, client timeouts, request deadlines."""
+        out: list[Action] = []
+        self._expire_clients(now, out)
+        if self.leader == self.name:
+            self._leader_tick(now, out)
+        elif self.leader is not None and self.outbox and now >= self._forward_due:
+            proposals = list(self.outbox.values())
+            for start in range(0, len(proposals), MAX_BATCH):
+                out.append(Transmit(self.leader, Forward(self.name, self.term, proposals[start:start + MAX_BATCH])))
+            self._forward_due = now + self.limits.resend_interval
+        for key, waiters in list(self.waiting.items()):
+            for waiter in [w for w in waiters if w.deadline <= now]:
+                waiters.remove(waiter)
+                out.append(Reply(waiter.request, error=(
+                    "unavailable", "not committed in time (no leader?); retry with the same id",
+                )))
+            if not waiters:
+                del self.waiting[key]
+        return out
+
+    def _expire_clients(self, now: float, out: list[Action]) -> None:
+        for user, client in list(self.sessions.items()):
+            if now >= client.last_heard + self.limits.client_timeout:
+                del self.sessions[user]
+                out.append(Log("info", f"chat: {user} timed out"))
+                self._propose(self._proposal("timeout", user, client.session, ""), None, now, out)
+
+    def _leader_tick(self, now: float, out: list[Action]) -> None:
+        gathering = self.gathering
+        if gathering is not None and now >= gathering.sent + self.limits.resend_interval:
+            gathering.sent = now
+            if self.role == GATHERING and now >= gathering.started + self.limits.gather_timeout:
+                self._gathered(now, out, force=True)
+            elif self.role == GATHERING:
+                for name in sorted(self.peers - set(gathering.statuses)):
+                    out.append(Transmit(name, Gather(self.name, self.term)))
+            elif gathering.best is not None:
+                out.append(Transmit(gathering.best, Fetch(self.name, self.term, self.commit + len(gathering.fetched))))
+        if self.role != ACTIVE:
+            return
+        for name, follower in self.followers.items():
+            if self._lagging(follower) and now >= follower.progress + self.limits.resend_interval:
+                follower.next = follower.match + 1
+                follower.told = follower.commit
+                follower.progress = now
+                self._replicate(name, now, out)
+        self._expire_orphans(now, out)
+
+    def _expire_orphans(self, now: float, out: list[Action]) -> None:
+        """Users whose daemon left the cluster time out unless they come back elsewhere."""
+        alive = self.peers | {self.name}
+        orphans = {
+            user: entry for user in self.presence
+            if (entry := self._present(user)) is not None and entry["server"] not in alive
+        }
+        for user in set(self.orphans) - set(orphans):
+            del self.orphans[user]
+        sequenced = False
+        for user, entry in sorted(orphans.items()):
+            since = self.orphans.setdefault(user, now)
+            if now >= since + self.limits.client_timeout:
+                del self.orphans[user]
+                proposal = self._proposal("timeout", user, entry["session"], "", server=entry["server"])
+                self._sequence(proposal, self.name, now, out)
+                sequenced = True
+        if sequenced:
+            for name in sorted(self.followers):
+                self._replicate(name, now, out)
+            self._advance_commit(now, out)
+
+    def next_deadline(self) -> float | None:
+        """When `tick` must run next, or None when nothing is waiting on time."""
+        deadlines = [s.last_heard + self.limits.client_timeout for s in self.sessions.values()]
+        deadlines += [w.deadline for waiters in self.waiting.values() for w in waiters]
+        if self.outbox and self.leader not in (None, self.name):
+            deadlines.append(self._forward_due)
+        if self.gathering is not None:
+            deadlines.append(self.gathering.sent + self.limits.resend_interval)
+        if self.role == ACTIVE:
+            deadlines += [f.progress + self.limits.resend_interval for f in self.followers.values() if self._lagging(f)]
+            deadlines += [since + self.limits.client_timeout for since in self.orphans.values()]
+        return min(deadlines, default=None)
+
+    # ------------------------------------------------------------- queries
+
+    def history(self, limit: int) -> dict[str, Any]:
+        return {"entries": [public(e) for e in self.store.latest(limit)], "last_seq": self.commit}
+
+    def since(self, seq: int, limit: int) -> dict[str, Any]:
+        return {"entries": [public(e) for e in self.store.read(seq, limit)], "last_seq": self.commit}
+
+    def who(self) -> list[dict[str, Any]]:
+        return [
+            {"user": user, "server": entry["server"], "since": entry["time"]}
+            for user, entry in sorted(self.presence.items())
+        ]

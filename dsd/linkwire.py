@@ -1,0 +1,232 @@
+"""Bytes <-> data-plane messages: what daemons say to each other over their ZeroMQ links.
+
+The chat log travels here, not over multicast: the leader replicates entries to the
+followers (APPEND/ACK), followers forward their clients' proposals to the leader
+(FORWARD/RESULT), and a new leader gathers the survivors' logs before it sequences
+anything (GATHER/STATUS, then FETCH/ENTRIES from the most advanced one).
+
+A message is one JSON object with ``"t"`` naming its type; every message carries the
+sender's name and the election term it belongs to. Decoding is strict, as in
+`dsd.wire`: anything malformed raises `LinkError` and never reaches the core.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Union
+
+from dsd.wire import MAX_INT, NAME_PATTERN
+
+MAX_LINK_MESSAGE = 4 * 1024 * 1024
+MAX_BATCH = 512  # entries or proposals in one message
+MAX_TEXT_BYTES = 64 * 1024  # hard ceiling; [chat] max_message is the configured limit
+KINDS = ("message", "join", "leave", "timeout")
+USER_PATTERN = re.compile(r"[^\W_][\w.-]{0,31}\Z")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+SESSION_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+
+Entry = dict[str, Any]
+"""A sequenced log entry: seq, term, kind, user, text, id, server, session, time."""
+Proposal = dict[str, Any]
+"""An entry before sequencing: kind, user, text, id, server, session."""
+
+ENTRY_KEYS = ("seq", "term", "kind", "user", "text", "id", "server", "session", "time")
+PROPOSAL_KEYS = ("kind", "user", "text", "id", "server", "session")
+PUBLIC_KEYS = ("seq", "kind", "user", "text", "id", "server", "time")
+
+
+class LinkError(ValueError):
+    """A link message that is not valid."""
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Follower -> leader: proposals from the follower's clients, to be sequenced."""
+
+    TYPE: ClassVar[str] = "forward"
+    src: str
+    term: int
+    proposals: list[Proposal]
+
+
+@dataclass(frozen=True)
+class Result:
+    """Leader -> proposer: proposals it will not sequence (``code``) or already has (``seq``)."""
+
+    TYPE: ClassVar[str] = "result"
+    src: str
+    term: int
+    results: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Append:
+    """Leader -> follower: entries after ``prev``, and the leader's commit point."""
+
+    TYPE: ClassVar[str] = "append"
+    src: str
+    term: int
+    prev: int
+    entries: list[Entry]
+    commit: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Follower -> leader: my log matches yours up to ``last`` and is committed up to ``commit``;
+    ``need`` > 0: resend from there."""
+
+    TYPE: ClassVar[str] = "ack"
+    src: str
+    term: int
+    last: int
+    commit: int
+    need: int
+
+
+@dataclass(frozen=True)
+class Gather:
+    """New leader -> everyone: stop taking entries from older terms; tell me your log."""
+
+    TYPE: ClassVar[str] = "gather"
+    src: str
+    term: int
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer to GATHER: how far my log goes."""
+
+    TYPE: ClassVar[str] = "status"
+    src: str
+    term: int
+    commit: int
+    last: int
+    last_term: int
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """New leader -> the most advanced survivor: send me your entries after ``after``."""
+
+    TYPE: ClassVar[str] = "fetch"
+    src: str
+    term: int
+    after: int
+
+
+@dataclass(frozen=True)
+class Entries:
+    """Answer to FETCH: a batch of entries, oldest first."""
+
+    TYPE: ClassVar[str] = "entries"
+    src: str
+    term: int
+    entries: list[Entry]
+
+
+LinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Fetch, Entries]
+LINK_TYPES: dict[str, type] = {
+    cls.TYPE: cls for cls in (Forward, Result, Append, Ack, Gather, Status, Fetch, Entries)
+}
+
+
+def encode(message: LinkMessage) -> bytes:
+    return json.dumps({"t": message.TYPE, **asdict(message)}, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> LinkMessage:
+    """Parse one link message; raises LinkError for anything that is not valid."""
+    if len(data) > MAX_LINK_MESSAGE:
+        raise LinkError(f"link message of {len(data)} bytes exceeds {MAX_LINK_MESSAGE}")
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise LinkError(f"bad JSON: {type(error).__name__}") from None
+    if not isinstance(body, dict):
+        raise LinkError("link message is not a JSON object")
+    kind = body.pop("t", None)
+    cls = LINK_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise LinkError("unknown link message type")
+    names = [f.name for f in fields(cls)]
+    if set(body) != set(names):
+        raise LinkError(f"{cls.TYPE}: fields {sorted(body)} != {sorted(names)}")
+    for name in names:
+        _check_field(cls.TYPE, name, body[name])
+    return cls(**body)
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_INT
+
+
+def _check_field(kind: str, name: str, value: object) -> None:
+    if name == "src":
+        ok = isinstance(value, str) and NAME_PATTERN.match(value) is not None
+    elif name == "entries":
+        ok = _is_batch(value) and all(_is_record(e, ENTRY_KEYS) for e in value)  # type: ignore[union-attr]
+    elif name == "proposals":
+        ok = _is_batch(value) and all(_is_record(p, PROPOSAL_KEYS) for p in value)  # type: ignore[union-attr]
+    elif name == "results":
+        ok = _is_batch(value) and all(_is_result(r) for r in value)  # type: ignore[union-attr]
+    else:
+        ok = _is_count(value)
+    if not ok:
+        raise LinkError(f"{kind}: bad {name}")
+
+
+def _is_batch(value: object) -> bool:
+    return isinstance(value, list) and len(value) <= MAX_BATCH
+
+
+def _is_record(record: object, keys: tuple[str, ...]) -> bool:
+    """An entry or a proposal: exactly `keys`, each well-formed."""
+    if not isinstance(record, dict) or set(record) != set(keys):
+        return False
+    return all(_record_field_ok(key, record[key]) for key in keys)
+
+
+def _record_field_ok(key: str, value: object) -> bool:
+    if key in ("seq", "term"):
+        return _is_count(value)
+    if key == "kind":
+        return value in KINDS
+    if key == "user":
+        return isinstance(value, str) and USER_PATTERN.match(value) is not None
+    if key == "id":
+        return isinstance(value, str) and ID_PATTERN.match(value) is not None
+    if key == "session":
+        return isinstance(value, str) and SESSION_PATTERN.match(value) is not None
+    if key == "server":
+        return isinstance(value, str) and NAME_PATTERN.match(value) is not None
+    if key == "text":
+        size = utf8_size(value) if isinstance(value, str) else None
+        return size is not None and size <= MAX_TEXT_BYTES
+    if key == "time":
+        return type(value) in (int, float) and 0 <= value < 1e11
+    return False
+
+
+def utf8_size(text: str) -> int | None:
+    """Bytes of `text` in UTF-8, or None if it cannot be encoded (a lone surrogate from JSON)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _is_result(result: object) -> bool:
+    if not isinstance(result, dict):
+        return False
+    base = {"user", "id"}
+    keys = set(result)
+    if not (_record_field_ok("user", result.get("user")) and _record_field_ok("id", result.get("id"))):
+        return False
+    if keys == base | {"seq"}:
+        return _is_count(result["seq"])
+    if keys == base | {"code", "message"}:
+        return all(isinstance(result[k], str) and len(result[k]) <= 256 for k in ("code", "message"))
+    return False

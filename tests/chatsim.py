@@ -1,0 +1,252 @@
+"""A deterministic fake data plane for many `dsd.core.chat.Chat` cores.
+
+Links are per-pair FIFO queues with random delay and (optionally) loss, as ZeroMQ over
+TCP is: ordered, but a message in flight can be lost when a connection breaks. The
+membership is scripted rather than simulated (the election has its own simulation in
+`tests.simnet`): after a crash, every survivor is told, after a detection delay, that the
+highest-named survivor leads in the next term. Every link message goes through
+`dsd.linkwire` both ways. Clients are plain records of what they sent and what the
+daemon answered.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import string
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dsd import linkwire
+from dsd.core.actions import Action, Publish, Reply, Transmit
+from dsd.core.chat import Chat, ChatLimits
+from dsd.store import MemoryStore
+
+LIMITS = ChatLimits(client_timeout=2.0, resend_interval=0.05, request_timeout=1.0, gather_timeout=0.5, rate=1e6, burst=10**6)
+DETECTION = 0.25  # crash -> survivors told the new view
+
+
+def session_of(user: str) -> str:
+    return (user * 16)[:16] + "-session"
+
+
+@dataclass
+class SimDaemon:
+    chat: Chat
+    store: MemoryStore
+    alive: bool = True
+    delivered: list[dict[str, Any]] = field(default_factory=list)  # published entries, in order
+
+
+@dataclass
+class SimClient:
+    user: str
+    server: str
+    acked: dict[str, int] = field(default_factory=dict)  # id -> seq
+    refused: dict[str, str] = field(default_factory=dict)  # id -> code
+    sent: dict[str, str] = field(default_factory=dict)  # id -> text, in order
+
+
+class ChatSim:
+    def __init__(self, names: list[str], seed: int = 0, loss: float = 0.0,
+                 delay: tuple[float, float] = (0.0002, 0.002), limits: ChatLimits = LIMITS) -> None:
+        self.random = random.Random(seed)
+        self.loss = loss
+        self.delay = delay
+        self.limits = limits
+        self.now = 0.0
+        self.term = 0
+        self.daemons: dict[str, SimDaemon] = {}
+        self.clients: dict[str, SimClient] = {}
+        self.replies: dict[int, tuple[str, dict[str, Any] | None, tuple[str, str] | None]] = {}
+        self._requests = itertools.count(1)
+        self._pending_ids: dict[int, tuple[str, str]] = {}  # request -> (user, id) of a send
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._order = itertools.count()
+        self._link_free: dict[tuple[str, str], float] = {}  # FIFO: next arrival no earlier than this
+        self._incarnations = itertools.count(1)
+        for name in names:
+            store = MemoryStore(retention=100_000)
+            self.daemons[name] = SimDaemon(self._chat(name, store), store)
+        self.change_view()
+
+    # ------------------------------------------------------------ membership
+
+    def _chat(self, name: str, store: MemoryStore) -> Chat:
+        chat = Chat(name, store, self.limits, epoch=1_700_000_000.0, incarnation=next(self._incarnations))
+        chat.start(self.now)
+        return chat
+
+    def live(self) -> list[str]:
+        return sorted(name for name, d in self.daemons.items() if d.alive)
+
+    def change_view(self) -> None:
+        """Tell every live daemon: the highest live name leads in a new term."""
+        live = self.live()
+        self.term += 1
+        leader = live[-1] if live else None
+        for name in live:
+            peers = frozenset(n for n in live if n != name)
+            self._apply(name, self.daemons[name].chat.set_view(leader, self.term, peers, self.now))
+
+    def crash(self, name: str, detect: bool = True) -> None:
+        self.daemons[name].alive = False
+        if detect:
+            self.at(self.now + DETECTION, self.change_view)
+
+    def restart(self, name: str) -> None:
+        """A new process on the same store: memory (tail, sessions, outbox) is gone."""
+        daemon = self.daemons[name]
+        self.daemons[name] = SimDaemon(self._chat(name, daemon.store), daemon.store)
+        self.change_view()
+
+    # --------------------------------------------------------------- clients
+
+    def request(self, server: str, call: Callable[[Chat, int], list[Action]], rid: int | None = None) -> int:
+        rid = rid or next(self._requests)
+        self._apply(server, call(self.daemons[server].chat, rid))
+        return rid
+
+    def join(self, user: str, server: str) -> int:
+        self.clients[user] = SimClient(user, server)
+        return self.request(server, lambda chat, rid: chat.join(rid, user, session_of(user), self.now))
+
+    def send(self, user: str, text: str, id: str | None = None) -> int:
+        client = self.clients[user]
+        id = id or "".join(self.random.choices(string.ascii_letters, k=12))
+        client.sent[id] = text
+        rid = next(self._requests)
+        self._pending_ids[rid] = (user, id)
+        return self.request(client.server, lambda chat, r: chat.send(r, user, session_of(user), id, text, self.now), rid)
+
+    def fail_over(self, user: str, server: str) -> None:
+        """The client moves to `server`: joins again with its session, re-sends what was not acknowledged."""
+        client = self.clients[user]
+        client.server = server
+        self.request(server, lambda chat, rid: chat.join(rid, user, session_of(user), self.now))
+        self.run_for(0.05)
+        for id, text in client.sent.items():
+            if id not in client.acked and id not in client.refused:
+                self.send(user, text, id)
+
+    def unacked(self) -> dict[str, list[str]]:
+        return {
+            user: [id for id in c.sent if id not in c.acked and id not in c.refused]
+            for user, c in self.clients.items()
+        }
+
+    def heartbeat(self, user: str) -> int:
+        client = self.clients[user]
+        return self.request(client.server, lambda chat, rid: chat.heartbeat(rid, user, session_of(user), self.now))
+
+    # ------------------------------------------------------------------ time
+
+    def at(self, when: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (when, next(self._order), "call", callback))
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until(self, deadline: float) -> None:
+        while True:
+            next_tick = self._next_tick()
+            next_event = self._heap[0][0] if self._heap else None
+            when = min(t for t in (next_tick, next_event, deadline) if t is not None)
+            if when >= deadline and (next_event is None or next_event > deadline) and (
+                next_tick is None or next_tick > deadline
+            ):
+                self.now = deadline
+                return
+            self.now = max(self.now, when)
+            if next_event is not None and next_event <= when:
+                _, _, kind, payload = heapq.heappop(self._heap)
+                if kind == "call":
+                    payload()
+                else:
+                    to, data = payload
+                    daemon = self.daemons.get(to)
+                    if daemon is not None and daemon.alive:
+                        self._apply(to, daemon.chat.receive(linkwire.decode(data), self.now))
+            else:
+                for name in self.live():
+                    chat = self.daemons[name].chat
+                    deadline_of = chat.next_deadline()
+                    if deadline_of is not None and deadline_of <= self.now:
+                        self._apply(name, chat.tick(self.now))
+
+    def wait_for(self, condition: Callable[[], bool], within: float, step: float = 0.01) -> bool:
+        end = self.now + within
+        while self.now < end:
+            if condition():
+                return True
+            self.run_for(step)
+        return condition()
+
+    def _next_tick(self) -> float | None:
+        deadlines = [self.daemons[n].chat.next_deadline() for n in self.live()]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # --------------------------------------------------------------- actions
+
+    def _apply(self, name: str, actions: list[Action]) -> None:
+        daemon = self.daemons[name]
+        for action in actions:
+            if isinstance(action, Transmit):
+                self._transmit(name, action.to, linkwire.encode(action.message))
+            elif isinstance(action, Publish) and action.topic.startswith("chat."):
+                daemon.delivered.append(action.event)
+            elif isinstance(action, Reply):
+                self.replies[action.request] = (name, action.result, action.error)
+                ids = self._pending_ids.get(action.request)
+                if ids is not None:
+                    client = self.clients[ids[0]]
+                    if action.result is not None:
+                        client.acked[ids[1]] = action.result["seq"]
+                    elif action.error is not None:
+                        client.refused[ids[1]] = action.error[0]
+
+    def _transmit(self, source: str, to: str, data: bytes) -> None:
+        if self.loss and self.random.random() < self.loss:
+            return
+        arrival = max(self.now + self.random.uniform(*self.delay), self._link_free.get((source, to), 0.0))
+        self._link_free[(source, to)] = arrival
+        heapq.heappush(self._heap, (arrival, next(self._order), "link", (to, data)))
+
+    # ------------------------------------------------------------ invariants
+
+    def logs(self) -> dict[str, list[tuple[int, str, str]]]:
+        """Every live daemon's committed log as (seq, user, id)."""
+        return {
+            name: [(e["seq"], e["user"], e["id"]) for e in self.daemons[name].store.read(0, 10**9)]
+            for name in self.live()
+        }
+
+    def check_one_order(self) -> None:
+        """Logs are prefixes of one sequence with seq 1..n, no gaps, no (user, id) twice."""
+        logs = self.logs()
+        longest = max(logs.values(), key=len)
+        assert [seq for seq, _, _ in longest] == list(range(1, len(longest) + 1)), "gap or repeat in seq"
+        keys = [(user, id) for _, user, id in longest]
+        assert len(keys) == len(set(keys)), "an entry was recorded twice"
+        for name, log in logs.items():
+            assert log == longest[:len(log)], f"{name} disagrees with the longest log"
+            delivered = [(e["seq"], e["user"], e["id"]) for e in self.daemons[name].delivered]
+            if delivered:
+                first = delivered[0][0]
+                assert delivered == longest[first - 1:first - 1 + len(delivered)], f"{name} published out of order"
+
+    def check_acked_committed_everywhere(self) -> None:
+        """Every acknowledged send is in every live daemon's log, at the seq it was acknowledged with."""
+        logs = self.logs()
+        for client in self.clients.values():
+            for id, seq in client.acked.items():
+                for name, log in logs.items():
+                    assert seq <= len(log) and log[seq - 1][1:] == (client.user, id), (
+                        f"{client.user}/{id} acknowledged at {seq} is not there on {name}"
+                    )
+
+    def converged(self) -> bool:
+        logs = self.logs()
+        lengths = {len(log) for log in logs.values()}
+        return len(lengths) == 1
