@@ -20,6 +20,8 @@ from dsd.config import ConfigError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 WATCH_HELP = "stream feed events until Ctrl-C, one line each"
+# The chat commands are dschat's (docs/chat-api.md); an operator sees the users in `view`.
+OPERATOR_COMMANDS = {name: command for name, command in COMMANDS.items() if not name.startswith("chat.")}
 
 
 def table(rows: list[list[str]]) -> str:
@@ -38,7 +40,10 @@ def render_view(view: dict[str, Any]) -> str:
             server.get("role", ""), server["leader"] or "-", str(server["term"]), f"{server['last_seen']:.1f}s",
         ])
     leader = view["leader"] or "none (election in progress)"
-    return table(rows) + f"\n\nleader: {leader}  term: {view['term']}  servers: {len(view['servers'])}"
+    text = table(rows) + f"\n\nleader: {leader}  term: {view['term']}  servers: {len(view['servers'])}"
+    clients = view.get("clients", [])
+    users = ", ".join(f"{c['user']} ({c['server']})" for c in clients) or "none"
+    return text + f"\nchat users: {users}"
 
 
 def render_leader(result: dict[str, Any]) -> str:
@@ -86,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, text in [(c.name, c.help) for c in COMMANDS.values()] + [("watch", WATCH_HELP)]:
+    for name, text in [(c.name, c.help) for c in OPERATOR_COMMANDS.values()] + [("watch", WATCH_HELP)]:
         sub.add_parser(name, help=text, description=text, parents=[common])
     args = parser.parse_args(argv)
     for option, default in (("config", None), ("endpoint", None), ("timeout", 1.0), ("json", False)):

@@ -3,9 +3,11 @@
 The daemon dispatches requests through `COMMANDS`; `dsctl` builds its help from
 the same table, so the two can never disagree about what a command does.
 
-Request:  ``{"cmd": NAME, "args": {...}}``
+Request:  ``{"cmd": NAME, "args": {...}}`` (optionally ``"rid"``, echoed in the reply)
 Reply:    ``{"ok": true, "result": {...}}`` or
           ``{"ok": false, "error": {"code": CODE, "message": TEXT}}``
+
+The chat commands are documented in docs/chat-api.md.
 """
 
 from __future__ import annotations
@@ -15,12 +17,25 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-MAX_REQUEST = 64 * 1024
+MAX_REQUEST = 512 * 1024  # a max_message of 64 KiB, JSON-escaped, still fits
+MAX_RID = 64
 log = logging.getLogger("dsd.control")
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request being answered: where the reply goes, and the id the client asked us to echo."""
+
+    envelope: list[bytes]
+    rid: str | None
+
+
 class Daemon(Protocol):
-    """What a command may ask of the running daemon."""
+    """What a command may ask of the running daemon.
+
+    Chat commands that wait for the log (join, send, leave) return None and answer
+    later through `reply`; the others return their result.
+    """
 
     def view(self) -> dict[str, Any]: ...
 
@@ -29,6 +44,8 @@ class Daemon(Protocol):
     def info(self) -> dict[str, Any]: ...
 
     def elect(self) -> dict[str, Any]: ...
+
+    def chat_request(self, request: Request, cmd: str, args: dict[str, Any]) -> dict[str, Any] | None: ...
 
 
 class RequestError(Exception):
@@ -41,43 +58,86 @@ class RequestError(Exception):
 
 
 @dataclass(frozen=True)
+class Arg:
+    """One argument of a command: its JSON type and bounds."""
+
+    name: str
+    kind: type  # str or int
+    required: bool = True
+    low: int = 0  # int: smallest value; str: shortest length
+    high: int = 2**63 - 1  # int: largest value; str: longest length
+
+    def check(self, value: Any) -> None:
+        if self.kind is int:
+            ok = type(value) is int and self.low <= value <= self.high
+            allowed = f"an integer from {self.low} to {self.high}"
+        else:
+            ok = isinstance(value, str) and self.low <= len(value) <= self.high
+            allowed = f"a string of {self.low} to {self.high} characters"
+        if not ok:
+            raise RequestError("bad_args", f"{self.name} must be {allowed}, got {json.dumps(value)[:64]}")
+
+
+@dataclass(frozen=True)
 class Command:
     name: str
     help: str
-    run: Callable[[Daemon, dict[str, Any]], dict[str, Any]]
+    run: Callable[[Daemon, Request, dict[str, Any]], "dict[str, Any] | None"]
+    args: tuple[Arg, ...] = ()
 
 
-def _leader(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
+def _leader(daemon: Daemon, request: Request, args: dict[str, Any]) -> dict[str, Any]:
     view = daemon.view()
     return {"self": view["self"], "leader": view["leader"], "term": view["term"]}
+
+
+USER = Arg("user", str, high=64)
+SESSION = Arg("session", str, high=64)
+LIMIT = Arg("limit", int, required=False, low=1, high=1000)
+
+
+def _chat_command(name: str, help: str, *args: Arg) -> Command:
+    return Command(name, help, lambda d, r, a: d.chat_request(r, name, a), args)
 
 
 COMMANDS: dict[str, Command] = {
     command.name: command
     for command in (
-        Command("ping", "exit 0 if the daemon answers", lambda d, a: {"pong": True}),
-        Command("info", "daemon name, version, pid and endpoints", lambda d, a: d.info()),
-        Command("view", "the servers this node sees, the leader marked", lambda d, a: d.view()),
+        Command("ping", "exit 0 if the daemon answers", lambda d, r, a: {"pong": True}),
+        Command("info", "daemon name, version, pid and endpoints", lambda d, r, a: d.info()),
+        Command("view", "the servers this node sees, the leader marked, and the chat users",
+                lambda d, r, a: d.view()),
         Command("leader", "the leader and the term", _leader),
-        Command("stats", "datagram, election and uptime counters", lambda d, a: d.stats()),
-        Command("elect", "start an election now", lambda d, a: d.elect()),
+        Command("stats", "datagram, election, chat and uptime counters", lambda d, r, a: d.stats()),
+        Command("elect", "start an election now", lambda d, r, a: d.elect()),
+        _chat_command("chat.join", "join the chat as USER (dschat does this)", USER, SESSION),
+        _chat_command("chat.send", "send a message (dschat does this)",
+                      USER, SESSION, Arg("id", str, high=64), Arg("text", str, high=MAX_REQUEST)),
+        _chat_command("chat.heartbeat", "a chat client is alive", USER, SESSION),
+        _chat_command("chat.leave", "leave the chat", USER, SESSION),
+        _chat_command("chat.since", "committed chat entries after SEQ", Arg("seq", int), LIMIT),
+        _chat_command("chat.history", "the latest chat entries", LIMIT),
+        _chat_command("chat.who", "the chat users and the server each is on"),
     )
 }
 
 
-def parse_request(payload: bytes) -> tuple[Command, dict[str, Any]]:
+def parse_request(payload: bytes) -> tuple[Command, dict[str, Any], str | None]:
     """Validate one request; raises RequestError with a stable code."""
     if len(payload) > MAX_REQUEST:
         raise RequestError("too_large", f"request of {len(payload)} bytes exceeds {MAX_REQUEST}")
     try:
         request = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise RequestError("bad_request", f"request is not JSON: {error}") from None
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
         raise RequestError("bad_request", 'request must be an object with a string "cmd"')
-    unknown = set(request) - {"cmd", "args"}
+    unknown = set(request) - {"cmd", "args", "rid"}
     if unknown:
-        raise RequestError("bad_request", f"unknown request fields: {', '.join(sorted(unknown))}")
+        raise RequestError("bad_request", f"unknown request fields: {', '.join(sorted(unknown))[:200]}")
+    rid = request.get("rid")
+    if rid is not None and not (isinstance(rid, str) and len(rid) <= MAX_RID):
+        raise RequestError("bad_request", f'"rid" must be a string of at most {MAX_RID} characters')
     command = COMMANDS.get(request["cmd"])
     if command is None:
         raise RequestError(
@@ -86,19 +146,38 @@ def parse_request(payload: bytes) -> tuple[Command, dict[str, Any]]:
     args = request.get("args", {})
     if not isinstance(args, dict):
         raise RequestError("bad_args", '"args" must be an object')
-    if args:
-        raise RequestError("bad_args", f"{command.name} takes no arguments, got {', '.join(sorted(args))[:200]}")
-    return command, args
+    known = {arg.name: arg for arg in command.args}
+    extra = set(args) - set(known)
+    if extra:
+        takes = ", ".join(known) or "no arguments"
+        raise RequestError("bad_args", f"{command.name} takes {takes}; got {', '.join(sorted(extra))[:200]}")
+    for arg in command.args:
+        if arg.name in args:
+            arg.check(args[arg.name])
+        elif arg.required:
+            raise RequestError("bad_args", f"{command.name} needs {arg.name}")
+    return command, args, rid
 
 
-def handle(daemon: Daemon, payload: bytes) -> bytes:
-    """One request in, one reply out; never raises for bad input."""
+def reply(rid: str | None, result: dict[str, Any] | None = None, error: tuple[str, str] | None = None) -> bytes:
+    """The reply frame: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": ...}``, with the rid."""
+    body: dict[str, Any] = (
+        {"ok": False, "error": {"code": error[0], "message": error[1]}} if error else {"ok": True, "result": result}
+    )
+    if rid is not None:
+        body["rid"] = rid
+    return json.dumps(body).encode()
+
+
+def handle(daemon: Daemon, payload: bytes, envelope: list[bytes]) -> bytes | None:
+    """One request in, its reply out (None: the daemon answers later); never raises for bad input."""
+    rid = None
     try:
-        command, args = parse_request(payload)
-        reply: dict[str, Any] = {"ok": True, "result": command.run(daemon, args)}
+        command, args, rid = parse_request(payload)
+        result = command.run(daemon, Request(envelope, rid), args)
+        return None if result is None else reply(rid, result)
     except RequestError as error:
-        reply = {"ok": False, "error": {"code": error.code, "message": error.message}}
+        return reply(rid, error=(error.code, error.message))
     except Exception as error:  # a bug in one command must not take the control socket down
         log.exception("control request failed")
-        reply = {"ok": False, "error": {"code": "internal", "message": f"internal error: {error}"}}
-    return json.dumps(reply).encode()
+        return reply(rid, error=("internal", f"internal error: {error}"))

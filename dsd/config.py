@@ -78,6 +78,16 @@ class ControlSettings:
 
 
 @dataclass(frozen=True)
+class ChatSettings:
+    peer_endpoint: str
+    client_timeout: float
+    max_message: int
+    rate: float
+    burst: int
+    retention: int
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str
 
@@ -89,6 +99,7 @@ class Settings:
     timing: TimingSettings
     election: ElectionSettings
     control: ControlSettings
+    chat: ChatSettings
     log: LogSettings
     source: str | None  # the file actually loaded; None = built-in defaults
 
@@ -100,6 +111,7 @@ _SECTIONS: dict[str, type] = {
     "timing": TimingSettings,
     "election": ElectionSettings,
     "control": ControlSettings,
+    "chat": ChatSettings,
     "log": LogSettings,
 }
 
@@ -160,6 +172,14 @@ def _is_endpoint(text: str) -> bool:
     if transport not in ("ipc", "tcp") or not separator or not address:
         return False
     return transport == "tcp" or len(address.encode()) <= _IPC_PATH_MAX
+
+
+def _is_peer_endpoint(text: str) -> bool:
+    """"" (the multicast interface's address, any free port) or tcp://HOST:PORT (PORT may be *)."""
+    host, separator, port = text.removeprefix("tcp://").rpartition(":")
+    if text == "":
+        return True
+    return text.startswith("tcp://") and bool(separator and host) and (port == "*" or port.isdigit())
 
 
 def _int_range(low: int, high: int) -> Callable[[int], bool]:
@@ -248,6 +268,18 @@ _KEYS: tuple[_Key, ...] = (
          _is_endpoint, _ENDPOINT),
     _Key("control", "feed", str, _socket_in_runtime_dir("dsd.feed"),
          _is_endpoint, _ENDPOINT),
+    _Key("chat", "peer_endpoint", str, "",
+         _is_peer_endpoint, '"" (the cluster interface\'s address, a free port) or "tcp://HOST:PORT" (PORT may be *)'),
+    _Key("chat", "client_timeout", float, 10.0,
+         lambda v: 1 <= v <= 3600, f"{_SECONDS} from 1 to 3600"),
+    _Key("chat", "max_message", int, 4096,
+         _int_range(1, 65536), "a number of bytes from 1 to 65536"),
+    _Key("chat", "rate", float, 20.0,
+         lambda v: 0 < v <= 1e6, "messages per second per client, more than 0 and at most 1000000"),
+    _Key("chat", "burst", int, 50,
+         _int_range(1, 10**6), "an integer from 1 to 1000000"),
+    _Key("chat", "retention", int, 100_000,
+         _int_range(100, 10**9), "a number of entries from 100 to 1000000000"),
     _Key("log", "level", str, "info",
          lambda v: v in _LOG_LEVELS, "one of " + ", ".join(f'"{x}"' for x in _LOG_LEVELS),
          normalize=str.lower),

@@ -9,6 +9,7 @@ daemon cleanly (SIGTERM, by pid) and removes its files.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import subprocess
@@ -21,6 +22,12 @@ from dsctl.cli import render_view
 from dsd.client import ControlClient, DaemonError, Unreachable
 
 NAMES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
+
+
+def tool(name: str) -> str:
+    """The console script `name` next to this Python (a venv's bin/), so the line works unactivated."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return shlex.quote(path) if os.path.exists(path) else name
 
 
 def write_config(directory: Path, name: str, port: int) -> Path:
@@ -92,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                 view = agreed_view(configs, directory)
                 if view is None:
                     time.sleep(0.05)
-            first = configs[next(iter(configs))]
-            dsctl = f"dsctl -c {shlex.quote(str(first))}"
+            names = list(configs)
+            first = configs[names[0]]
+            dsctl = f"{tool('dsctl')} -c {shlex.quote(str(first))}"
+            dschat = [f"{tool('dschat')} -c {shlex.quote(str(configs[name]))}" for name in names[:2]]
             pids = " ".join(f"{name}={process.pid}" for name, process in processes.items())
             print(f"{args.count} dsd daemons on loopback ({pids}); logs in {directory}\n")
             print(f"$ {dsctl} view")
@@ -101,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nTry:  {dsctl} watch        (events, in another terminal)")
             print(f"      {dsctl} leader | stats | elect")
             print(f"      kill -9 {processes[view['leader']].pid}    (the leader: watch the failover)")
-            print("Chat: dschat is not built yet (see the README).")
+            print(f"Chat: {dschat[0]} alice")
+            print(f"      {dschat[-1]} bob      (in another terminal: every message reaches everyone)")
             print("\nCtrl-C stops every daemon.", flush=True)
             reported: set[str] = set()
             while True:

@@ -17,14 +17,17 @@ from typing import Any
 
 import zmq.asyncio
 
-from dsd import __version__, commands, wire
+from dsd import __version__, commands, linkwire, wire
 from dsd.config import ConfigError, Settings, load_settings
-from dsd.core.actions import Action, Log, Publish, Send
+from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
+from dsd.core.chat import Chat, ChatLimits
 from dsd.core.node import LEADER, Node
 from dsd.core.timing import Timing
 from dsd.io.control import ControlServer, Feed, cancel
+from dsd.io.links import Links, peer_bind_endpoint
 from dsd.io.multicast import MulticastTransport, Transport
 from dsd.io.systemd import Notifier
+from dsd.store import open_store
 
 log = logging.getLogger("dsd")
 
@@ -32,6 +35,15 @@ log = logging.getLogger("dsd")
 def timing_of(settings: Settings) -> Timing:
     t = settings.timing
     return Timing(t.heartbeat_interval, t.failure_timeout, t.discovery_timeout)
+
+
+def chat_limits_of(settings: Settings) -> ChatLimits:
+    c, t = settings.chat, settings.timing
+    return ChatLimits(
+        client_timeout=c.client_timeout, max_message=c.max_message, rate=c.rate, burst=c.burst,
+        resend_interval=t.heartbeat_interval, request_timeout=max(5.0, 3 * t.failure_timeout),
+        gather_timeout=2 * t.failure_timeout,
+    )
 
 
 class Service:
@@ -51,15 +63,25 @@ class Service:
         self.transport = transport or MulticastTransport(
             settings.cluster.group, settings.cluster.port, settings.cluster.interface, settings.cluster.ttl
         )
+        self.context = zmq.asyncio.Context()
+        host = self.transport.local_address.rpartition(":")[0]
+        self.links = Links(self.context, peer_bind_endpoint(settings.chat.peer_endpoint, host))
+        incarnation = time.time_ns()
         self.node = Node(
             settings.node.name,
             settings.node.priority,
-            incarnation=time.time_ns(),
+            incarnation=incarnation,
             timing=timing_of(settings),
             preempt=settings.election.preempt,
             address=self.transport.local_address,
+            endpoint=self.links.endpoint,
         )
-        self.context = zmq.asyncio.Context()
+        self.store = open_store(settings.node.state_dir, settings.chat.retention)
+        self.chat = Chat(
+            settings.node.name, self.store, chat_limits_of(settings),
+            epoch=time.time() - self.loop.time(), incarnation=incarnation,
+        )
+        self._chat_view: tuple[str | None, int, frozenset[str]] = (None, 0, frozenset())
         self.control = ControlServer(self.context, settings.control.endpoint, self._on_request)
         self.feed = Feed(self.context, settings.control.feed, settings.node.name)
         self.notifier = Notifier()
@@ -67,6 +89,7 @@ class Service:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.datagrams_rejected = 0
+        self.link_messages_rejected = 0
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
 
@@ -78,8 +101,9 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
-        tasks = [asyncio.ensure_future(self.control.serve())]
-        tasks[0].add_done_callback(self._on_control_done)
+        tasks = [asyncio.ensure_future(self.control.serve()), asyncio.ensure_future(self.links.serve(self._on_link))]
+        for task in tasks:
+            task.add_done_callback(self._on_control_done)
         interval = self.notifier.watchdog_interval()
         if interval:
             tasks.append(asyncio.ensure_future(self._watchdog(interval)))
@@ -89,7 +113,11 @@ class Service:
             self.settings.cluster.port, self.transport.local_address,
             self.settings.control.endpoint, self.settings.control.feed,
         )
+        log.info("chat: peer endpoint %s, history %s (last seq %d)",
+                 self.links.endpoint, self.settings.node.state_dir, self.chat.commit)
+        self.chat.start(self.loop.time())
         self._apply(self.node.start(self.loop.time()))
+        self._follow_view()
         self.notifier.ready()
         self._update_status()
         try:
@@ -106,6 +134,8 @@ class Service:
         if self._timer is not None:
             self._timer.cancel()
         self.transport.close()
+        self.links.close()
+        self.store.close()
         self.control.close()
         self.feed.close()
         self.notifier.close()
@@ -123,13 +153,14 @@ class Service:
             log.error("reload failed, keeping the running configuration: %s", error)
         else:
             changed = [
-                section for section in ("node", "cluster", "election", "control")
+                section for section in ("node", "cluster", "election", "control", "chat")
                 if getattr(fresh, section) != getattr(self.settings, section)
             ]
             if changed:
                 log.warning("reload: [%s] changed; those take effect at the next restart", "], [".join(changed))
             logging.getLogger().setLevel((self.log_level or fresh.log.level).upper())
             self.node.set_timing(timing_of(fresh), self.loop.time())
+            self.chat.limits = chat_limits_of(fresh)
             self.settings = _with_runtime(self.settings, fresh)
             self._rearm()
             log.info("reloaded %s", self.config_path or "built-in defaults")
@@ -147,18 +178,33 @@ class Service:
             log.debug("rejected a datagram from %s: %s", address, error)
             return
         self._apply(self.node.receive(message, address, self.loop.time()))
+        self._follow_view()
+
+    def _on_link(self, data: bytes) -> None:
+        try:
+            message = linkwire.decode(data)
+        except linkwire.LinkError as error:
+            self.link_messages_rejected += 1
+            log.debug("rejected a link message: %s", error)
+            return
+        self._apply(self.chat.receive(message, self.loop.time()))
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._apply(self.node.tick(self.loop.time()))
+        now = self.loop.time()
+        self._apply(self.node.tick(now))
+        self._follow_view()
+        deadline = self.chat.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._apply(self.chat.tick(now))
 
     def _on_control_done(self, task: "asyncio.Task[None]") -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("control socket failed, stopping: %s", task.exception())
+            log.error("a socket task failed, stopping: %s", task.exception())
             self.stop()
 
-    def _on_request(self, payload: bytes) -> bytes:
-        return commands.handle(self, payload)
+    def _on_request(self, payload: bytes, envelope: list[bytes]) -> bytes | None:
+        return commands.handle(self, payload, envelope)
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -173,18 +219,35 @@ class Service:
             if isinstance(action, Send):
                 self.transport.send(wire.encode(action.message))
                 self.datagrams_sent += 1
+            elif isinstance(action, Transmit):
+                self.links.send(action.to, linkwire.encode(action.message))
+            elif isinstance(action, Reply):
+                request: commands.Request = action.request
+                self.control.reply(request.envelope, commands.reply(request.rid, action.result, action.error))
             elif isinstance(action, Publish):
                 self.feed.publish(action.topic, action.event)
-                log.debug("event %s %s", action.topic, action.event)
-                status_changed = True
+                if not action.topic.startswith("chat."):
+                    log.debug("event %s %s", action.topic, action.event)
+                    status_changed = True
             elif isinstance(action, Log):
                 log.log(logging.getLevelName(action.level.upper()), action.text)
         if status_changed:
             self._update_status()
         self._rearm()
 
+    def _follow_view(self) -> None:
+        """Tell the chat core about a new leader, term or set of peers, and connect the links."""
+        node = self.node
+        peers = {p.name: p.endpoint for p in node.peers}
+        view = (node.leader, node.term, frozenset(peers))
+        self.links.connect(peers)
+        if view != self._chat_view:
+            self._chat_view = view
+            self._apply(self.chat.set_view(node.leader, node.term, view[2], self.loop.time()))
+
     def _rearm(self) -> None:
-        deadline = self.node.next_deadline()
+        deadlines = [d for d in (self.node.next_deadline(), self.chat.next_deadline()) if d is not None]
+        deadline = min(deadlines, default=None)
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
                 return
@@ -207,13 +270,13 @@ class Service:
     # -------------------------------------------------- commands.Daemon API
 
     def view(self) -> dict[str, Any]:
-        return self.node.view(self.loop.time())
+        return {**self.node.view(self.loop.time()), "clients": self.chat.who()}
 
     def info(self) -> dict[str, Any]:
         return {
             "name": self.node.name, "version": __version__, "pid": os.getpid(),
             "endpoint": self.settings.control.endpoint, "feed": self.settings.control.feed,
-            "config": self.config_path,
+            "peer_endpoint": self.links.endpoint, "config": self.config_path,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -227,13 +290,46 @@ class Service:
             "leader_changes": counters.leader_changes,
             "pauses_detected": counters.pauses_detected,
             "control_requests": self.control.requests,
+            "link_messages_sent": self.links.sent,
+            "link_messages_received": self.links.received,
+            "link_messages_dropped": self.links.dropped,
+            "link_messages_rejected": self.link_messages_rejected + self.chat.counters.link_messages_ignored,
+            "chat_last_seq": self.chat.commit,
+            "chat_entries_sequenced": self.chat.counters.entries_sequenced,
+            "chat_entries_committed": self.chat.counters.entries_committed,
+            "chat_proposals_forwarded": self.chat.counters.proposals_forwarded,
+            "chat_proposals_refused": self.chat.counters.proposals_refused,
+            "chat_duplicates_dropped": self.chat.counters.duplicates_dropped,
+            "chat_clients_here": len(self.chat.sessions),
+            "chat_users": len(self.chat.presence),
             "events_published": self.feed.published,
             "uptime": round(time.time() - self.started, 3),
         }
 
     def elect(self) -> dict[str, Any]:
         self._apply(self.node.request_election(self.loop.time()))
+        self._follow_view()
         return {"started": True, "term": self.node.term}
+
+    def chat_request(self, request: commands.Request, cmd: str, args: dict[str, Any]) -> dict[str, Any] | None:
+        chat, now = self.chat, self.loop.time()
+        if cmd == "chat.history":
+            return chat.history(args.get("limit", 20))
+        if cmd == "chat.since":
+            return chat.since(args["seq"], args.get("limit", 1000))
+        if cmd == "chat.who":
+            return {"users": chat.who()}
+        user, session = args["user"], args["session"]
+        if cmd == "chat.join":
+            actions = chat.join(request, user, session, now)
+        elif cmd == "chat.send":
+            actions = chat.send(request, user, session, args["id"], args["text"], now)
+        elif cmd == "chat.heartbeat":
+            actions = chat.heartbeat(request, user, session, now)
+        else:
+            actions = chat.leave(request, user, session, now)
+        self._apply(actions)
+        return None
 
 
 def _with_runtime(old: Settings, fresh: Settings) -> Settings:

@@ -13,7 +13,8 @@ import zmq.asyncio
 
 log = logging.getLogger("dsd.control")
 
-RequestHandler = Callable[[bytes], bytes]
+RequestHandler = Callable[[bytes, list[bytes]], "bytes | None"]
+"""Called with (payload, envelope); returns the reply, or None to answer later with `reply`."""
 
 
 class BindError(OSError):
@@ -41,7 +42,10 @@ def _envelope(frames: list[bytes]) -> list[bytes]:
 
 
 class ControlServer:
-    """Answers each request frame with `handler(payload)`; a malformed envelope gets a bad_request reply."""
+    """Answers each request frame with `handler(payload, envelope)`, at once or later via `reply`.
+
+    A malformed envelope gets a bad_request reply.
+    """
 
     def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler) -> None:
         self.endpoint = endpoint
@@ -62,7 +66,17 @@ class ControlServer:
                 await self._socket.send_multipart(_envelope(frames) + [_BAD_ENVELOPE])
                 continue
             self.requests += 1
-            await self._socket.send_multipart([frames[0], b"", self._handler(frames[2])])
+            envelope = frames[:2]
+            reply = self._handler(frames[2], envelope)
+            if reply is not None:
+                await self._socket.send_multipart(envelope + [reply])
+
+    def reply(self, envelope: list[bytes], payload: bytes) -> None:
+        """A deferred answer; dropped if the client is gone or not reading (never blocks)."""
+        try:
+            self._socket.send_multipart(envelope + [payload], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            log.debug("dropped a deferred reply: %s", error.strerror)
 
     def close(self) -> None:
         self._socket.close(linger=0)

@@ -19,6 +19,7 @@ import pytest
 import zmq
 
 from dsd import wire
+from dsd.commands import MAX_REQUEST
 from tests.cluster import Cluster, FeedWatcher
 
 SENDER_HOST = 1
@@ -151,7 +152,7 @@ def test_bad_datagrams_are_dropped_counted_and_change_nothing(cluster, feeds, ki
 
 # ------------------------------------------------------------------ control socket
 
-ERROR_CODES = {"bad_request", "unknown_command", "bad_args", "too_large"}
+ERROR_CODES = {"bad_request", "unknown_command", "bad_args", "too_large", "bad_user", "not_joined"}
 
 
 def req(cluster: Cluster, payload: bytes, frames: list[bytes] | None = None) -> dict[str, Any]:
@@ -197,11 +198,26 @@ def assert_still_serving(cluster: Cluster) -> None:
     (b'{"cmd": "ping", "args": {"x": 1}}', "bad_args"),
     (b'{"cmd": "view", "args": [1]}', "bad_args"),
     (b'{"cmd": "elect", "args": "now"}', "bad_args"),
-    (json.dumps({"cmd": "ping", "pad": "x" * 70 * 1024}).encode(), "too_large"),
+    (json.dumps({"cmd": "ping", "pad": "x" * MAX_REQUEST}).encode(), "too_large"),
+    (b'{"cmd": "ping", "rid": 7}', "bad_request"),
+    (json.dumps({"cmd": "ping", "rid": "r" * 65}).encode(), "bad_request"),
+    (b'{"cmd": "chat.send", "args": {"user": "alice"}}', "bad_args"),
+    (b'{"cmd": "chat.send", "args": {"user": 5, "session": "s", "id": "i", "text": "t"}}', "bad_args"),
+    (b'{"cmd": "chat.since", "args": {"seq": -1}}', "bad_args"),
+    (b'{"cmd": "chat.since", "args": {"seq": true}}', "bad_args"),
+    (b'{"cmd": "chat.history", "args": {"limit": 1001}}', "bad_args"),
+    (b'{"cmd": "chat.join", "args": {"user": "bad user!", "session": "abcdefghijklmnopq"}}', "bad_user"),
+    (b'{"cmd": "chat.join", "args": {"user": "alice", "session": "short"}}', "bad_args"),
+    (b'{"cmd": "chat.send", "args": {"user": "alice", "session": "abcdefghijklmnopq", "id": "i", "text": "t"}}',
+     "not_joined"),
+    (b'{"cmd": "chat.heartbeat", "args": {"user": "nobody", "session": "abcdefghijklmnopq"}}', "not_joined"),
 ], ids=[
     "not-json", "empty", "not-utf8", "truncated-json", "json-array", "json-string", "json-null",
     "no-cmd", "cmd-not-string", "unknown-field", "unknown-command", "command-case", "args-to-ping",
-    "args-not-object", "args-string", "oversize",
+    "args-not-object", "args-string", "oversize", "rid-not-string", "rid-too-long",
+    "chat-send-missing-args", "chat-user-not-string", "chat-since-negative", "chat-since-bool",
+    "chat-history-limit", "chat-bad-user", "chat-short-session", "chat-send-not-joined",
+    "chat-heartbeat-not-joined",
 ])
 def test_malformed_control_request_gets_a_stable_error_code(cluster, payload, code):
     message = assert_error(req(cluster, payload), code)

@@ -1,6 +1,8 @@
 """The README's first command: the demo cluster starts, agrees, and stops cleanly on Ctrl-C."""
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,6 +30,15 @@ def test_demo_shows_the_view_and_stops_every_daemon_on_ctrl_c():
         output = "".join(lines)
         assert "leader: charlie  term: 1  servers: 3" in output
         assert output.count("alive") == 3
+        chat_line = next(line for line in lines if line.startswith("Chat: "))
+        command = shlex.split(chat_line[len("Chat: "):])
+        assert command[-1] == "alice"
+        chat = subprocess.run(prefix + command + ["--json"], input="hello from the demo\n",
+                              capture_output=True, text=True, timeout=30)
+        assert chat.returncode == 0, chat.stderr
+        entries = [json.loads(line) for line in chat.stdout.splitlines()]
+        assert [(e["kind"], e["user"], e["text"]) for e in entries if e["kind"] == "message"] == [
+            ("message", "alice", "hello from the demo")]
         pids = [int(part.split("=")[1].rstrip(");")) for part in output.split("(", 1)[1].split(")", 1)[0].split()]
         demo.send_signal(signal.SIGINT)
         assert demo.wait(timeout=20) == 0

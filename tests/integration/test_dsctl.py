@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from dsd.commands import COMMANDS
+from dsctl.cli import OPERATOR_COMMANDS
 from tests.cluster import wait_until
 
 SERVER_FIELDS = {"name", "address", "priority", "state", "leader", "term", "last_seen"}
@@ -90,7 +90,8 @@ def test_view_json_has_exactly_the_documented_shape(cluster, order):
     term, _ = cluster.wait_agreed("c")
     args = ("view", "--json") if order == "after" else ("--json", "view")
     view = json.loads(ok(a.dsctl(*args)))
-    assert set(view) == {"self", "term", "leader", "servers"}
+    assert set(view) == {"self", "term", "leader", "servers", "clients"}
+    assert view["clients"] == []
     assert (view["self"], view["term"], view["leader"]) == ("a", term, "c")
     assert [s["name"] for s in view["servers"]] == ["c", "b", "a"]
     for server in view["servers"]:
@@ -265,7 +266,7 @@ def test_missing_config_file_exits_1(tmp_path):
 def test_help_lists_every_command():
     out = ok(dsctl("--help"))
     listed = set(re.findall(r"^\s{4}(\w+)\s", out, flags=re.MULTILINE))
-    assert set(COMMANDS) | {"watch"} <= listed, out
-    for command in COMMANDS.values():
+    assert set(OPERATOR_COMMANDS) | {"watch"} == listed, out
+    for command in OPERATOR_COMMANDS.values():
         assert command.help in " ".join(out.split()), command
     assert "Exit codes" in out

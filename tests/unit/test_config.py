@@ -17,6 +17,7 @@ from dsd.config import (
     ControlSettings,
     ElectionSettings,
     LogSettings,
+    ChatSettings,
     NodeSettings,
     Settings,
     TimingSettings,
@@ -39,10 +40,13 @@ DEFAULTS = {
     "timing": {"heartbeat_interval": 0.2, "failure_timeout": 1.0, "discovery_timeout": 0.2},
     "election": {"preempt": True},
     "control": {"endpoint": "ipc:///run/dsd/dsd.ctl", "feed": "ipc:///run/dsd/dsd.feed"},
+    "chat": {"peer_endpoint": "", "client_timeout": 10.0, "max_message": 4096, "rate": 20.0,
+             "burst": 50, "retention": 100_000},
     "log": {"level": "info"},
 }
 STATIC_DEFAULTS = {"priority", "group", "port", "interface", "ttl", "heartbeat_interval",
-                   "failure_timeout", "discovery_timeout", "preempt", "level"}
+                   "failure_timeout", "discovery_timeout", "preempt", "level", "peer_endpoint",
+                   "client_timeout", "max_message", "rate", "burst", "retention"}
 
 
 def as_dict(s: Settings) -> dict[str, dict[str, object]]:
@@ -74,6 +78,7 @@ def test_no_file_gives_defaults() -> None:
         timing=TimingSettings(0.2, 1.0, 0.2),
         election=ElectionSettings(True),
         control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed"),
+        chat=ChatSettings("", 10.0, 4096, 20.0, 50, 100_000),
         log=LogSettings("info"),
         source=None,
     )
@@ -294,6 +299,20 @@ BAD_VALUES = [
     ("control", "endpoint", "5", "ipc://"),
     ("control", "feed", '"tcp://"', "tcp://"),
     ("control", "feed", '"inproc://feed"', "tcp://"),
+    ("chat", "peer_endpoint", '"ipc:///tmp/x"', "tcp://HOST:PORT"),
+    ("chat", "peer_endpoint", '"tcp://:5000"', "tcp://HOST:PORT"),
+    ("chat", "peer_endpoint", '"tcp://host:port"', "tcp://HOST:PORT"),
+    ("chat", "client_timeout", "0.5", "from 1 to 3600"),
+    ("chat", "client_timeout", "3601", "from 1 to 3600"),
+    ("chat", "client_timeout", "nan", "from 1 to 3600"),
+    ("chat", "max_message", "0", "from 1 to 65536"),
+    ("chat", "max_message", "65537", "from 1 to 65536"),
+    ("chat", "max_message", '"4k"', "bytes"),
+    ("chat", "rate", "0", "more than 0"),
+    ("chat", "rate", "inf", "at most 1000000"),
+    ("chat", "burst", "0", "from 1"),
+    ("chat", "burst", "2.5", "integer"),
+    ("chat", "retention", "99", "from 100"),
     ("log", "level", '"verbose"', '"debug"'),
     ("log", "level", '""', '"warning"'),
     ("log", "level", "1", '"error"'),
