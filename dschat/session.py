@@ -294,6 +294,8 @@ class Session:
             link.close()
             raise
         self._link, self._index, self.server = link, index, joined.get("server")
+        if "client_timeout" in joined:  # heartbeat well within the daemon's patience
+            self.heartbeat = min(self.heartbeat, joined["client_timeout"] / 3)
         self._feed_task = asyncio.create_task(self._read_feed(link))
         self._up.set()
         self._work.set()  # re-send whatever is still owed

@@ -513,7 +513,7 @@ class Chat:
         for waiter in self.waiting.pop(key, []):
             result: dict[str, Any] = {"seq": seq}
             if waiter.kind == "join":
-                result.update(user=key[0], server=self.name)
+                result.update(user=key[0], server=self.name, client_timeout=self.limits.client_timeout)
             out.append(Reply(waiter.request, result))
 
     # ---------------------------------------------------------------- clients
