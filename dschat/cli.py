@@ -19,7 +19,8 @@ from typing import TextIO
 from dsd.client import DaemonError
 from dsd.config import ConfigError, load_settings
 from dschat import render
-from dschat.session import EXIT_FAILED, EXIT_OK, HEARTBEAT_INTERVAL, Fatal, Output, Session
+from dschat.discover import discover
+from dschat.session import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, HEARTBEAT_INTERVAL, Fatal, Output, Session
 from dschat.state import Entry
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
@@ -65,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-e", "--endpoint", action="append", default=[], metavar="ENDPOINT",
                         help="a daemon's control endpoint (overrides the configuration); "
                              "repeat it to fail over between daemons, in turn")
+    parser.add_argument("--discover", action="store_true",
+                        help="find daemons that take TCP clients by multicast (for a host without a daemon; "
+                             "the group, port and interface come from the configuration)")
     parser.add_argument("--json", action="store_true", help="print entries as JSON lines (never interactive)")
     parser.add_argument("--history", type=_history, default=20, metavar="N",
                         help="entries of history to show at start (default 20, at most 1000)")
@@ -320,13 +324,26 @@ async def _run(args: argparse.Namespace, endpoints: list[str], interactive: bool
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    endpoints = args.endpoint
-    if not endpoints:
+    endpoints = list(args.endpoint)
+    if not endpoints or args.discover:
         try:
-            endpoints = [load_settings(args.config).control.endpoint]
+            settings = load_settings(args.config)
         except ConfigError as error:
             print(f"dschat: {error}", file=sys.stderr)
             return EXIT_FAILED
+        if args.discover:
+            try:
+                endpoints += asyncio.run(discover(settings.cluster))
+            except OSError as error:
+                print(f"dschat: cannot send the discovery probe: {error}", file=sys.stderr)
+                return EXIT_FAILED
+            if not endpoints:
+                print(f"dschat: no daemon answered the discovery probe on {settings.cluster.group}:"
+                      f"{settings.cluster.port}; is [control] tcp_endpoint set on the daemons, and is "
+                      "multicast allowed between the hosts?", file=sys.stderr)
+                return EXIT_UNREACHABLE
+        else:
+            endpoints = [settings.control.endpoint]
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.json
     try:
         return asyncio.run(_run(args, endpoints, interactive))

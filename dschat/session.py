@@ -279,7 +279,8 @@ class Session:
             info = await link.request("info")
             if not isinstance(info.get("feed"), str):
                 raise Fatal(EXIT_FAILED, f"{link.endpoint} names no feed in its info: is it a dsd with chat?")
-            link.subscribe(feed_address(link.endpoint, info["feed"]))
+            remote = link.endpoint.startswith("tcp://") and isinstance(info.get("tcp_feed"), str)
+            link.subscribe(feed_address(link.endpoint, info["tcp_feed"] if remote else info["feed"]))
             joined = await self._join(link.request, link.endpoint, deadline)
             if self.state.last_seq is None:
                 # limit 1 for --history 0: only the starting point is wanted.

@@ -75,6 +75,8 @@ class ElectionSettings:
 class ControlSettings:
     endpoint: str
     feed: str
+    tcp_endpoint: str
+    tcp_feed: str
 
 
 @dataclass(frozen=True)
@@ -174,12 +176,16 @@ def _is_endpoint(text: str) -> bool:
     return transport == "tcp" or len(address.encode()) <= _IPC_PATH_MAX
 
 
+def _is_tcp_endpoint(text: str, any_port: bool = False) -> bool:
+    """tcp://HOST:PORT, PORT a number (or * when `any_port`)."""
+    host, separator, port = text.removeprefix("tcp://").rpartition(":")
+    port_ok = (port.isdigit() and 0 < int(port) < 65536) or (any_port and port == "*")
+    return text.startswith("tcp://") and bool(separator and host) and port_ok
+
+
 def _is_peer_endpoint(text: str) -> bool:
     """"" (the multicast interface's address, any free port) or tcp://HOST:PORT (PORT may be *)."""
-    host, separator, port = text.removeprefix("tcp://").rpartition(":")
-    if text == "":
-        return True
-    return text.startswith("tcp://") and bool(separator and host) and (port == "*" or port.isdigit())
+    return text == "" or _is_tcp_endpoint(text, any_port=True)
 
 
 def _int_range(low: int, high: int) -> Callable[[int], bool]:
@@ -268,6 +274,10 @@ _KEYS: tuple[_Key, ...] = (
          _is_endpoint, _ENDPOINT),
     _Key("control", "feed", str, _socket_in_runtime_dir("dsd.feed"),
          _is_endpoint, _ENDPOINT),
+    _Key("control", "tcp_endpoint", str, "",
+         lambda v: v == "" or _is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
+    _Key("control", "tcp_feed", str, "",
+         lambda v: v == "" or _is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
     _Key("chat", "peer_endpoint", str, "",
          _is_peer_endpoint, '"" (the cluster interface\'s address, a free port) or "tcp://HOST:PORT" (PORT may be *)'),
     _Key("chat", "client_timeout", float, 10.0,
@@ -390,6 +400,12 @@ def _check_relations(values: _Values, where: str) -> None:
     if control["endpoint"] == control["feed"]:
         raise ConfigError(f"{where}: [control] feed = {_toml(control['feed'])}: "
                           f"must differ from [control] endpoint")
+    if bool(control["tcp_endpoint"]) != bool(control["tcp_feed"]):
+        raise ConfigError(f"{where}: [control] tcp_endpoint = {_toml(control['tcp_endpoint'])}, "
+                          f"tcp_feed = {_toml(control['tcp_feed'])}: set both (clients need both) or neither")
+    if control["tcp_endpoint"] and control["tcp_endpoint"] == control["tcp_feed"]:
+        raise ConfigError(f"{where}: [control] tcp_feed = {_toml(control['tcp_feed'])}: "
+                          f"must differ from [control] tcp_endpoint")
 
 
 def parse_settings(text: str, source: str | None,

@@ -20,6 +20,7 @@ from dsd import __version__
 from dsd.config import ConfigError, Settings, find_config_path, load_settings, render_settings
 from dsd.io.control import BindError
 from dsd.io.multicast import TransportError
+from dsd.store import StoreError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -95,7 +96,7 @@ def serve(settings: Settings, config_path: str | None, log_level: str | None) ->
 
     try:
         asyncio.run(main())
-    except (BindError, TransportError) as error:
+    except (BindError, TransportError, StoreError) as error:
         logging.getLogger("dsd").error("%s", error)
         return EXIT_FAILED
     return EXIT_OK

@@ -23,7 +23,7 @@ from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
 from dsd.core.chat import Chat, ChatLimits
 from dsd.core.node import LEADER, Node
 from dsd.core.timing import Timing
-from dsd.io.control import ControlServer, Feed, cancel
+from dsd.io.control import ControlServer, Feed, cancel, reachable
 from dsd.io.links import Links, peer_bind_endpoint
 from dsd.io.multicast import MulticastTransport, Transport
 from dsd.io.systemd import Notifier
@@ -66,6 +66,12 @@ class Service:
         self.context = zmq.asyncio.Context()
         host = self.transport.local_address.rpartition(":")[0]
         self.links = Links(self.context, peer_bind_endpoint(settings.chat.peer_endpoint, host))
+        control = settings.control
+        self.control = ControlServer(self.context, control.endpoint, self._on_request, control.tcp_endpoint)
+        self.feed = Feed(self.context, control.feed, settings.node.name, control.tcp_feed)
+        offer = None
+        if self.control.tcp_endpoint:
+            offer = (reachable(self.control.tcp_endpoint, host), reachable(self.feed.tcp_endpoint, host))
         incarnation = time.time_ns()
         self.node = Node(
             settings.node.name,
@@ -75,6 +81,7 @@ class Service:
             preempt=settings.election.preempt,
             address=self.transport.local_address,
             endpoint=self.links.endpoint,
+            offer=offer,
         )
         self.store = open_store(settings.node.state_dir, settings.chat.retention)
         self.chat = Chat(
@@ -82,8 +89,6 @@ class Service:
             epoch=time.time() - self.loop.time(), incarnation=incarnation,
         )
         self._chat_view: tuple[str | None, int, frozenset[str]] = (None, 0, frozenset())
-        self.control = ControlServer(self.context, settings.control.endpoint, self._on_request)
-        self.feed = Feed(self.context, settings.control.feed, settings.node.name)
         self.notifier = Notifier()
         self.started = time.time()
         self.datagrams_sent = 0
@@ -277,6 +282,8 @@ class Service:
             "name": self.node.name, "version": __version__, "pid": os.getpid(),
             "endpoint": self.settings.control.endpoint, "feed": self.settings.control.feed,
             "peer_endpoint": self.links.endpoint, "config": self.config_path,
+            "tcp_endpoint": self.node.offer[0] if self.node.offer else None,
+            "tcp_feed": self.node.offer[1] if self.node.offer else None,
         }
 
     def stats(self) -> dict[str, Any]:

@@ -95,9 +95,28 @@ class Coordinator:
     term: int
 
 
-Message = Union[Probe, Heartbeat, Leave, Election, Answer, Coordinator]
+@dataclass(frozen=True)
+class Discover:
+    """A chat client on a host without a daemon looks for daemons (``dschat --discover``)."""
+
+    TYPE: ClassVar[str] = "discover"
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Answer to DISCOVER from a daemon with TCP client endpoints: where to connect."""
+
+    TYPE: ClassVar[str] = "offer"
+    name: str
+    nonce: int
+    endpoint: str
+    feed: str
+
+
+Message = Union[Probe, Heartbeat, Leave, Election, Answer, Coordinator, Discover, Offer]
 MESSAGE_TYPES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Probe, Heartbeat, Leave, Election, Answer, Coordinator)
+    cls.TYPE: cls for cls in (Probe, Heartbeat, Leave, Election, Answer, Coordinator, Discover, Offer)
 }
 STATES = ("discovering", "follower", "candidate", "leader")
 
@@ -145,7 +164,7 @@ def _check_field(kind: str, name: str, value: object) -> None:
         ok = value is None or (isinstance(value, str) and NAME_PATTERN.match(value) is not None)
     elif name == "state":
         ok = value in STATES
-    elif name == "endpoint":
+    elif name in ("endpoint", "feed"):
         ok = isinstance(value, str) and len(value) <= MAX_TEXT
     else:
         ok = type(value) is int and 0 <= value <= MAX_INT

@@ -28,7 +28,7 @@ from typing import Any
 from dsd.core.actions import Action, Log, Publish, Send
 from dsd.core.membership import Membership, Peer, Rank
 from dsd.core.timing import Timing
-from dsd.wire import Answer, Coordinator, Election, Heartbeat, Leave, Message, Probe
+from dsd.wire import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
 
 DISCOVERING = "discovering"
 FOLLOWER = "follower"
@@ -62,6 +62,7 @@ class Node:
         preempt: bool = True,
         address: str = "",
         endpoint: str = "",
+        offer: tuple[str, str] | None = None,
     ) -> None:
         self.name = name
         self.priority = priority
@@ -70,6 +71,7 @@ class Node:
         self.preempt = preempt
         self.address = address
         self.endpoint = endpoint
+        self.offer = offer  # (control, feed) TCP endpoints announced to discovering clients
         self.commit = 0
         self.peers = Membership()
         self.counters = Counters()
@@ -107,6 +109,10 @@ class Node:
         """A datagram from the group arrived (already decoded by `dsd.wire`)."""
         out: list[Action] = []
         if self._stopped or not self._started:
+            return out
+        if isinstance(message, (Discover, Offer)):  # client discovery, not a member's message
+            if isinstance(message, Discover) and self.offer is not None:
+                out.append(Send(Offer(self.name, message.nonce, *self.offer)))
             return out
         self._notice_pause(now, out)
         if message.name == self.name:

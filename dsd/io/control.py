@@ -21,11 +21,21 @@ class BindError(OSError):
     """An endpoint could not be bound (in use, bad address, no permission)."""
 
 
-def bind(socket: zmq.asyncio.Socket, endpoint: str, what: str) -> None:
+def bind(socket: zmq.asyncio.Socket, endpoint: str, what: str) -> str:
+    """Bind `endpoint`; returns what was bound (a `*` port resolved)."""
     try:
         socket.bind(endpoint)
     except zmq.ZMQError as error:
         raise BindError(f"cannot bind the {what} endpoint {endpoint}: {error.strerror}") from None
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def reachable(endpoint: str, host: str) -> str:
+    """`endpoint` as another host must dial it: a wildcard address becomes `host`."""
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:"):
+        if endpoint.startswith(wildcard):
+            return f"tcp://{host}:{endpoint[len(wildcard):]}"
+    return endpoint
 
 
 _BAD_ENVELOPE = json.dumps({"ok": False, "error": {
@@ -47,13 +57,15 @@ class ControlServer:
     A malformed envelope gets a bad_request reply.
     """
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler) -> None:
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler,
+                 tcp_endpoint: str = "") -> None:
         self.endpoint = endpoint
         self._handler = handler
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)
         bind(self._socket, endpoint, "control")
+        self.tcp_endpoint = bind(self._socket, tcp_endpoint, "TCP control") if tcp_endpoint else ""
         self.requests = 0
         self.rejected = 0
 
@@ -85,13 +97,14 @@ class ControlServer:
 class Feed:
     """Publishes `[topic, json]` events; slow subscribers are dropped by ZeroMQ's HWM, never waited for."""
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, node: str) -> None:
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, node: str, tcp_endpoint: str = "") -> None:
         self.endpoint = endpoint
         self._node = node
         self._socket = context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.SNDHWM, 10000)
         bind(self._socket, endpoint, "feed")
+        self.tcp_endpoint = bind(self._socket, tcp_endpoint, "TCP feed") if tcp_endpoint else ""
         self.published = 0
 
     def publish(self, topic: str, event: dict[str, Any]) -> None:

@@ -36,8 +36,7 @@ class Links:
         self._inbox.setsockopt(zmq.LINGER, 0)
         self._inbox.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         self._inbox.setsockopt(zmq.RCVHWM, 100_000)
-        bind(self._inbox, endpoint, "chat peer")
-        self.endpoint = self._inbox.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind(self._inbox, endpoint, "chat peer")
         self._peers: dict[str, tuple[str, zmq.asyncio.Socket]] = {}
         self.sent = 0
         self.dropped = 0

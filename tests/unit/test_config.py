@@ -39,14 +39,16 @@ DEFAULTS = {
     "cluster": {"group": "239.255.77.1", "port": 5008, "interface": "", "ttl": 1},
     "timing": {"heartbeat_interval": 0.2, "failure_timeout": 1.0, "discovery_timeout": 0.2},
     "election": {"preempt": True},
-    "control": {"endpoint": "ipc:///run/dsd/dsd.ctl", "feed": "ipc:///run/dsd/dsd.feed"},
+    "control": {"endpoint": "ipc:///run/dsd/dsd.ctl", "feed": "ipc:///run/dsd/dsd.feed",
+                "tcp_endpoint": "", "tcp_feed": ""},
     "chat": {"peer_endpoint": "", "client_timeout": 10.0, "max_message": 4096, "rate": 20.0,
              "burst": 50, "retention": 100_000},
     "log": {"level": "info"},
 }
 STATIC_DEFAULTS = {"priority", "group", "port", "interface", "ttl", "heartbeat_interval",
                    "failure_timeout", "discovery_timeout", "preempt", "level", "peer_endpoint",
-                   "client_timeout", "max_message", "rate", "burst", "retention"}
+                   "client_timeout", "max_message", "rate", "burst", "retention", "tcp_endpoint",
+                   "tcp_feed"}
 
 
 def as_dict(s: Settings) -> dict[str, dict[str, object]]:
@@ -77,7 +79,7 @@ def test_no_file_gives_defaults() -> None:
         cluster=ClusterSettings("239.255.77.1", 5008, "", 1),
         timing=TimingSettings(0.2, 1.0, 0.2),
         election=ElectionSettings(True),
-        control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed"),
+        control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed", "", ""),
         chat=ChatSettings("", 10.0, 4096, 20.0, 50, 100_000),
         log=LogSettings("info"),
         source=None,
@@ -236,6 +238,16 @@ def test_endpoint_and_feed_must_differ() -> None:
     assert "endpoint" in message.split(": ", 2)[2]
 
 
+def test_tcp_client_endpoints_come_in_pairs() -> None:
+    message = error_of('[control]\ntcp_endpoint = "tcp://*:5009"\n')
+    assert message.startswith('/etc/dsd.toml: [control] tcp_endpoint = "tcp://*:5009", tcp_feed = "": ')
+    assert "set both" in message
+    message = error_of('[control]\ntcp_endpoint = "tcp://*:5009"\ntcp_feed = "tcp://*:5009"\n')
+    assert "must differ" in message
+    s = parse('[control]\ntcp_endpoint = "tcp://*:5009"\ntcp_feed = "tcp://10.0.0.1:5010"\n')
+    assert (s.control.tcp_endpoint, s.control.tcp_feed) == ("tcp://*:5009", "tcp://10.0.0.1:5010")
+
+
 # --- validation of each key -----------------------------------------------------------------
 
 LONG_IPC = '"ipc:///' + "d" * 110 + '"'
@@ -299,6 +311,9 @@ BAD_VALUES = [
     ("control", "endpoint", "5", "ipc://"),
     ("control", "feed", '"tcp://"', "tcp://"),
     ("control", "feed", '"inproc://feed"', "tcp://"),
+    ("control", "tcp_endpoint", '"ipc:///tmp/x"', "tcp://HOST:PORT"),
+    ("control", "tcp_endpoint", '"tcp://*:*"', "tcp://HOST:PORT"),
+    ("control", "tcp_feed", '"tcp://*:70000"', "tcp://HOST:PORT"),
     ("chat", "peer_endpoint", '"ipc:///tmp/x"', "tcp://HOST:PORT"),
     ("chat", "peer_endpoint", '"tcp://:5000"', "tcp://HOST:PORT"),
     ("chat", "peer_endpoint", '"tcp://host:port"', "tcp://HOST:PORT"),

@@ -12,7 +12,7 @@ import pytest
 from dsd.core.actions import Action, Log, Publish, Send
 from dsd.core.node import CANDIDATE, DISCOVERING, FOLLOWER, LEADER, Node
 from dsd.core.timing import Timing
-from dsd.wire import Answer, Coordinator, Election, Heartbeat, Leave, Message, Probe
+from dsd.wire import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
 from tests.simnet import SimCluster
 from tests.unit.drivers import T, Driver, addr, hb, leader_events, published, sent
 
@@ -711,3 +711,21 @@ def test_a_coordinator_updates_the_senders_row_in_the_view_at_once() -> None:
     d.receive(Coordinator("c", 1, 300, 2), 0.375)
     row = next(s for s in d.node.view(0.375)["servers"] if s["name"] == "c")
     assert (row["role"], row["leader"], row["term"]) == (LEADER, "c", 2)
+
+
+# ------------------------------------------------------------ client discovery
+
+
+def test_discover_is_answered_with_the_tcp_endpoints_and_is_no_sign_of_life() -> None:
+    d = Driver("m", 100)
+    d.node.offer = ("tcp://10.0.0.1:5009", "tcp://10.0.0.1:5010")
+    out = d.node.receive(Discover(77), "10.0.0.9:5008", 0.125)
+    assert out == [Send(Offer("m", 77, "tcp://10.0.0.1:5009", "tcp://10.0.0.1:5010"))]
+    assert len(d.node.peers) == 0 and d.node.counters.messages_refused == 0
+
+
+def test_without_tcp_endpoints_discover_goes_unanswered_and_offers_are_ignored() -> None:
+    d = Driver("m", 100)
+    assert d.node.receive(Discover(77), "10.0.0.9:5008", 0.125) == []
+    assert d.node.receive(Offer("x", 77, "tcp://a:1", "tcp://a:2"), "10.0.0.9:5008", 0.125) == []
+    assert len(d.node.peers) == 0, "an OFFER must not make its sender a member"
