@@ -128,7 +128,7 @@ def parse_request(payload: bytes) -> tuple[Command, dict[str, Any], str | None]:
         raise RequestError("too_large", f"request of {len(payload)} bytes exceeds {MAX_REQUEST}")
     try:
         request = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # ValueError: bad UTF-8, bad JSON, a 5000-digit int
         raise RequestError("bad_request", f"request is not JSON: {error}") from None
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
         raise RequestError("bad_request", 'request must be an object with a string "cmd"')

@@ -143,7 +143,7 @@ def decode(data: bytes) -> LinkMessage:
         raise LinkError(f"link message of {len(data)} bytes exceeds {MAX_LINK_MESSAGE}")
     try:
         body = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # ValueError: bad UTF-8, bad JSON, a 5000-digit int
         raise LinkError(f"bad JSON: {type(error).__name__}") from None
     if not isinstance(body, dict):
         raise LinkError("link message is not a JSON object")

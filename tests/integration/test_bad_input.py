@@ -200,6 +200,7 @@ def assert_still_serving(cluster: Cluster) -> None:
     (b'{"cmd": "elect", "args": "now"}', "bad_args"),
     (json.dumps({"cmd": "ping", "pad": "x" * MAX_REQUEST}).encode(), "too_large"),
     (b'{"cmd": "ping", "rid": 7}', "bad_request"),
+    (b'{"cmd": "chat.since", "args": {"seq": ' + b"9" * 5000 + b"}}", "bad_request"),
     (json.dumps({"cmd": "ping", "rid": "r" * 65}).encode(), "bad_request"),
     (b'{"cmd": "chat.send", "args": {"user": "alice"}}', "bad_args"),
     (b'{"cmd": "chat.send", "args": {"user": 5, "session": "s", "id": "i", "text": "t"}}', "bad_args"),
@@ -214,7 +215,7 @@ def assert_still_serving(cluster: Cluster) -> None:
 ], ids=[
     "not-json", "empty", "not-utf8", "truncated-json", "json-array", "json-string", "json-null",
     "no-cmd", "cmd-not-string", "unknown-field", "unknown-command", "command-case", "args-to-ping",
-    "args-not-object", "args-string", "oversize", "rid-not-string", "rid-too-long",
+    "args-not-object", "args-string", "oversize", "rid-not-string", "5000-digit-int", "rid-too-long",
     "chat-send-missing-args", "chat-user-not-string", "chat-since-negative", "chat-since-bool",
     "chat-history-limit", "chat-bad-user", "chat-short-session", "chat-send-not-joined",
     "chat-heartbeat-not-joined",
