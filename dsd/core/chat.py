@@ -89,6 +89,7 @@ class FollowerState:
     progress: float  # when the follower last acknowledged something new (or was caught up)
     told: int = 0  # the commit point last sent to it
     commit: int = 0  # the commit point it acknowledged
+    trimmed: bool = False  # it needs entries this leader no longer keeps (reported once)
 
 
 @dataclass
@@ -322,7 +323,10 @@ class Chat:
         while follower.next <= self.last and follower.next - follower.match - 1 < WINDOW:
             entries = self._read(follower.next - 1, MAX_BATCH)
             if not entries or entries[0]["seq"] != follower.next:
-                out.append(Log("warning", f"chat: cannot catch {name} up from seq {follower.next}: trimmed"))
+                if not follower.trimmed:
+                    follower.trimmed = True
+                    out.append(Log("warning", f"chat: cannot catch {name} up from seq {follower.next}: "
+                                              "older than the retained history"))
                 return
             out.append(Transmit(name, Append(self.name, self.term, follower.next - 1, entries, self.commit)))
             follower.next += len(entries)
