@@ -1,0 +1,424 @@
+"""Tests for dsd.linkwire: round trips, and strict rejection of everything malformed.
+
+Whatever arrives on a link, `decode` returns a valid message or raises `LinkError`:
+never another exception, and nothing malformed reaches the chat core.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsd import linkwire
+from dsd.linkwire import (
+    ENTRY_KEYS, LINK_TYPES, MAX_BATCH, MAX_LINK_MESSAGE, MAX_TEXT_BYTES, PROPOSAL_KEYS, Ack, Append,
+    Entries, Fetch, Forward, Gather, LinkError, Result, Status, decode, encode,
+)
+from dsd.wire import MAX_INT
+
+SESSION = "alice-session-0001"
+
+
+def proposal(**changes: Any) -> dict[str, Any]:
+    base = {"kind": "message", "user": "alice", "text": "hello", "id": "m-1", "server": "h1", "session": SESSION}
+    return {**base, **changes}
+
+
+def entry(**changes: Any) -> dict[str, Any]:
+    base = {**proposal(), "seq": 1, "term": 1, "time": 1_700_000_000.5}
+    return {**base, **changes}
+
+
+SAMPLES = [
+    Forward("h1", 3, [proposal(), proposal(kind="join", text="", id="join-a-1")]),
+    Result("h2", 3, [{"user": "alice", "id": "m-1", "seq": 7},
+                     {"user": "bob", "id": "m-2", "code": "not_joined", "message": "join first"}]),
+    Append("h2", 3, 6, [entry(seq=7), entry(seq=8, id="m-2", kind="leave", text="")], 6),
+    Ack("h1", 3, 8, 6, 0),
+    Gather("h2", 4),
+    Status("h1", 4, 6, 8, 3),
+    Fetch("h2", 4, 6),
+    Entries("h1", 4, [entry(seq=7, term=3)]),
+]
+LONG = "N" * 64
+BIG_ENTRY = entry(seq=MAX_INT, term=MAX_INT, user="u" * 32, id="i" * 64, server=LONG, session="s" * 64,
+                  text="é" * (MAX_TEXT_BYTES // 2), time=99_999_999_999.5, kind="timeout")
+EXTREMES = [
+    Forward(LONG, MAX_INT, []),
+    Forward("a", 0, [proposal(id=f"m{i}") for i in range(MAX_BATCH)]),
+    Result("a", MAX_INT, [{"user": "u" * 32, "id": "i" * 64, "code": "c" * 256, "message": "m" * 256}]),
+    Append(LONG, MAX_INT, MAX_INT, [BIG_ENTRY], MAX_INT),
+    Append("a", 0, 0, [], 0),
+    Ack(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT),
+    Gather("a.b-c_D9", 0),
+    Status(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT),
+    Fetch(LONG, MAX_INT, MAX_INT),
+    Entries("a", 0, [entry(seq=i, time=0) for i in range(1, MAX_BATCH + 1)]),
+    Entries("a", 0, [entry(text="\u2603\U0001f600 \x00\n\"\\", user="\u00e9lodie", time=0.0)]),
+]
+COUNT_FIELDS = [(cls, f.name) for cls in LINK_TYPES.values() for f in fields(cls)
+                if f.name not in ("src", "entries", "proposals", "results")]
+
+
+def body_of(message: Any) -> dict[str, Any]:
+    return {"t": message.TYPE, **json.loads(json.dumps(asdict(message)))}
+
+
+def sample_of(cls: type) -> Any:
+    return next(m for m in SAMPLES if type(m) is cls)
+
+
+def raw(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def rejected(data: bytes) -> LinkError:
+    with pytest.raises(LinkError) as caught:
+        decode(data)
+    assert type(caught.value) is LinkError
+    return caught.value
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_every_message_type_is_sampled_and_registered() -> None:
+    assert {type(m) for m in SAMPLES} == set(LINK_TYPES.values())
+    assert {cls.TYPE for cls in LINK_TYPES.values()} == set(LINK_TYPES)
+    assert set(LINK_TYPES) == {"forward", "result", "append", "ack", "gather", "status", "fetch", "entries"}
+
+
+@pytest.mark.parametrize("message", SAMPLES + EXTREMES, ids=lambda m: type(m).__name__)
+def test_round_trip(message: Any) -> None:
+    data = encode(message)
+    decoded = decode(data)
+    assert type(decoded) is type(message)
+    assert decoded == message
+    assert encode(decoded) == data
+
+
+def test_encoding_is_one_json_object_with_the_type_under_t() -> None:
+    assert json.loads(encode(Ack("h1", 3, 8, 6, 0))) == {
+        "t": "ack", "src": "h1", "term": 3, "last": 8, "commit": 6, "need": 0,
+    }
+
+
+def test_decode_accepts_key_order_and_whitespace() -> None:
+    body = body_of(SAMPLES[2])
+    data = b" \n" + json.dumps(dict(reversed(list(body.items()))), indent=2).encode() + b"\n"
+    assert decode(data) == SAMPLES[2]
+
+
+def test_time_may_be_an_integer() -> None:
+    message = Entries("a", 1, [entry(time=1_700_000_000)])
+    assert decode(encode(message)) == message
+
+
+# ------------------------------------------------------ framing and garbage
+
+
+@pytest.mark.parametrize("data", [
+    b"", b" ", b"{", b"{\"t\":\"gather\"", b"nul", b"\xff\xfe{}", b"{\"t\":\"gather\",\"src\":\"a\",\"term\":1}x",
+    "{\"t\":\"gather\",\"src\":\"\u00e9\",\"term\":1}".encode("latin-1"),
+])
+def test_bad_json_or_utf8_is_rejected(data: bytes) -> None:
+    rejected(data)
+
+
+def test_deep_nesting_is_rejected_not_a_recursion_error() -> None:
+    rejected(b"[" * 100_000 + b"]" * 100_000)
+    rejected(b'{"t":"forward","src":"a","term":1,"proposals":' + b"[" * 50_000 + b"]" * 50_000 + b"}")
+
+
+@pytest.mark.parametrize("body", [[], [{"t": "gather", "src": "a", "term": 1}], "gather", 1, None, True, 1.5])
+def test_non_object_is_rejected(body: object) -> None:
+    assert "not a JSON object" in str(rejected(raw(body)))
+
+
+@pytest.mark.parametrize("kind", [None, "", "Gather", "GATHER", "probe", "heartbeat", 1, True, ["gather"], {"x": 1}])
+def test_unknown_type_is_rejected(kind: object) -> None:
+    body = {"src": "a", "term": 1}
+    if kind is not None:
+        body["t"] = kind
+    assert "unknown" in str(rejected(raw(body)))
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
+def test_every_missing_field_is_rejected(message: Any) -> None:
+    body = body_of(message)
+    for name in list(body):
+        if name != "t":
+            rejected(raw({k: v for k, v in body.items() if k != name}))
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
+def test_an_extra_field_is_rejected(message: Any) -> None:
+    for extra in ("x", "T", "type", "leader"):
+        rejected(raw({**body_of(message), extra: 0}))
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
+def test_every_truncation_is_rejected(message: Any) -> None:
+    data = encode(message)
+    for end in range(0, len(data), max(1, len(data) // 97)):
+        rejected(data[:end])
+
+
+@pytest.mark.parametrize("cls,name", COUNT_FIELDS, ids=lambda x: x if isinstance(x, str) else x.TYPE)
+@pytest.mark.parametrize("value", [True, False, -1, 2**63, 2**64, 1.0, 0.5, "1", None, [1], {"n": 1}])
+def test_counts_must_be_ints_from_0_to_2_63_minus_1(cls: type, name: str, value: object) -> None:
+    body = body_of(sample_of(cls))
+    error = rejected(raw({**body, name: value}))
+    assert f"bad {name}" in str(error)
+
+
+@pytest.mark.parametrize("cls,name", COUNT_FIELDS, ids=lambda x: x if isinstance(x, str) else x.TYPE)
+def test_counts_accept_both_limits(cls: type, name: str) -> None:
+    body = body_of(sample_of(cls))
+    for value in (0, MAX_INT):
+        assert getattr(decode(raw({**body, name: value})), name) == value
+
+
+@pytest.mark.parametrize("src", ["", "x" * 65, "a b", "a/b", "\u00e9", None, 1, ["a"]])
+@pytest.mark.parametrize("cls", list(LINK_TYPES.values()), ids=lambda c: c.TYPE)
+def test_bad_src_is_rejected(cls: type, src: object) -> None:
+    assert "bad src" in str(rejected(raw({**body_of(sample_of(cls)), "src": src})))
+
+
+def test_non_finite_numbers_are_rejected() -> None:
+    for token in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+        rejected(b'{"t":"gather","src":"a","term":' + token + b"}")
+        text = json.dumps(body_of(Entries("a", 1, [entry()]))).replace("1700000000.5", token.decode())
+        rejected(text.encode())
+
+
+def test_an_integer_of_5000_digits_is_a_link_error() -> None:
+    """json.loads raises a plain ValueError past Python's int-digits limit: still a LinkError."""
+    for digits in (4301, 5000, 100_000):
+        data = b'{"t":"gather","src":"a","term":' + b"9" * digits + b"}"
+        assert len(data) < MAX_LINK_MESSAGE
+        rejected(data)
+    rejected(entries_body_with_time(b"1" * 5000))
+
+
+def entries_body_with_time(token: bytes) -> bytes:
+    return json.dumps(body_of(Entries("a", 1, [entry()]))).replace("1700000000.5", token.decode()).encode()
+
+
+# ----------------------------------------------------------- records: entries
+
+
+def entries_body(*records: object) -> bytes:
+    return raw({"t": "entries", "src": "a", "term": 1, "entries": list(records)})
+
+
+def forward_body(*records: object) -> bytes:
+    return raw({"t": "forward", "src": "a", "term": 1, "proposals": list(records)})
+
+
+BAD_USERS = ["", "u" * 33, "_alice", ".alice", "-alice", "al ice", " alice", "alice ", "al\nice", "al/ice",
+             "alice\n", None, 7, ["alice"]]
+BAD_IDS = ["", "i" * 65, "a b", "a.b", "a/b", "\u00e9", "id\n", None, 7]
+BAD_SESSIONS = ["", "s" * 15, "s" * 65, "session with spaces", "session.with.dots", "s" * 15 + "\u00e9", None, 16]
+BAD_SERVERS = ["", "x" * 65, "a b", None, 1]
+BAD_TEXTS = [None, 1, ["hi"], "x" * (MAX_TEXT_BYTES + 1), "é" * (MAX_TEXT_BYTES // 2) + "x"]
+BAD_TIMES = [-1, -0.5, 1e11, True, "1", None, [1]]
+BAD_KINDS = ["", "Message", "msg", "rejoin", None, 1]
+BAD_FIELDS = (
+    [("user", v) for v in BAD_USERS] + [("id", v) for v in BAD_IDS] + [("session", v) for v in BAD_SESSIONS]
+    + [("server", v) for v in BAD_SERVERS] + [("text", v) for v in BAD_TEXTS] + [("kind", v) for v in BAD_KINDS]
+)
+
+
+@pytest.mark.parametrize("key,value", BAD_FIELDS + [("time", v) for v in BAD_TIMES]
+                         + [(k, v) for k in ("seq", "term") for v in (True, -1, 2**63, 1.0, "1", None)])
+def test_bad_entry_field_is_rejected(key: str, value: object) -> None:
+    assert "bad entries" in str(rejected(entries_body(entry(), entry(**{key: value}))))
+
+
+@pytest.mark.parametrize("key,value", BAD_FIELDS)
+def test_bad_proposal_field_is_rejected(key: str, value: object) -> None:
+    assert "bad proposals" in str(rejected(forward_body(proposal(**{key: value}))))
+
+
+@pytest.mark.parametrize("user", ["a", "u" * 32, "9lives", "a.b-c_d", "A_", "\u00e9lodie"])
+def test_good_user_names_are_accepted(user: str) -> None:
+    assert decode(forward_body(proposal(user=user))).proposals[0]["user"] == user
+
+
+def test_text_limit_is_in_utf8_bytes_and_exact() -> None:
+    for text in ("x" * MAX_TEXT_BYTES, "é" * (MAX_TEXT_BYTES // 2), "\U0001f600" * (MAX_TEXT_BYTES // 4), ""):
+        assert decode(entries_body(entry(text=text))).entries[0]["text"] == text
+    over = ("x" * (MAX_TEXT_BYTES + 1), "é" * (MAX_TEXT_BYTES // 2 + 1), "\U0001f600" * (MAX_TEXT_BYTES // 4) + "x")
+    for text in over:
+        rejected(entries_body(entry(text=text)))
+
+
+@pytest.mark.parametrize("surrogate", ["\\ud800", "\\udfff", "a\\udc00b", "\\ude00\\ud83d"])
+def test_lone_surrogate_in_text_is_rejected(surrogate: str) -> None:
+    for data in (entries_body(entry(text="PLACEHOLDER")), forward_body(proposal(text="PLACEHOLDER"))):
+        bad = data.replace(b"PLACEHOLDER", surrogate.encode())
+        assert json.loads(bad)  # valid JSON: only the codec can refuse it
+        rejected(bad)
+
+
+def test_a_surrogate_pair_via_json_is_one_good_character() -> None:
+    data = entries_body(entry(text="PLACEHOLDER")).replace(b"PLACEHOLDER", b"\\ud83d\\ude00")
+    assert decode(data).entries[0]["text"] == "\U0001f600"
+
+
+@pytest.mark.parametrize("record", [entry(), proposal()], ids=["entry", "proposal"])
+def test_records_must_have_exactly_their_keys(record: dict[str, Any]) -> None:
+    make = entries_body if "seq" in record else forward_body
+    rejected(make({**record, "extra": 1}))
+    for key in record:
+        rejected(make({k: v for k, v in record.items() if k != key}))
+    rejected(make([record]))
+    rejected(make(list(record.values())))
+    rejected(make(None))
+
+
+def test_an_entry_is_not_a_proposal_and_back() -> None:
+    rejected(entries_body(proposal()))
+    rejected(forward_body(entry()))
+    assert set(ENTRY_KEYS) - set(PROPOSAL_KEYS) == {"seq", "term", "time"}
+
+
+@pytest.mark.parametrize("name,record", [("entries", entry()), ("proposals", proposal())])
+def test_batch_size_limit_is_exact(name: str, record: dict[str, Any]) -> None:
+    kind = "entries" if name == "entries" else "forward"
+    full = {"t": kind, "src": "a", "term": 1, name: [record] * MAX_BATCH}
+    assert len(getattr(decode(raw(full)), name)) == MAX_BATCH
+    assert f"bad {name}" in str(rejected(raw({**full, name: [record] * (MAX_BATCH + 1)})))
+
+
+def test_append_entries_limit_is_the_same() -> None:
+    body = body_of(SAMPLES[2])
+    assert len(decode(raw({**body, "entries": [entry()] * MAX_BATCH})).entries) == MAX_BATCH
+    rejected(raw({**body, "entries": [entry()] * (MAX_BATCH + 1)}))
+
+
+@pytest.mark.parametrize("name", ["entries", "proposals", "results"])
+def test_batches_must_be_lists(name: str) -> None:
+    cls = next(c for c in LINK_TYPES.values() if name in {f.name for f in fields(c)})
+    for value in (None, {}, "[]", 0, {"0": entry()}):
+        rejected(raw({**body_of(sample_of(cls)), name: value}))
+
+
+# ----------------------------------------------------------------- results
+
+
+def result_body(*results: object) -> bytes:
+    return raw({"t": "result", "src": "a", "term": 1, "results": list(results)})
+
+
+GOOD_SEQ = {"user": "alice", "id": "m-1", "seq": 3}
+GOOD_CODE = {"user": "alice", "id": "m-1", "code": "not_joined", "message": "join first"}
+
+
+@pytest.mark.parametrize("result", [
+    {"user": "alice", "id": "m-1"},
+    {**GOOD_SEQ, "code": "x"},
+    {**GOOD_SEQ, "code": "x", "message": "y"},
+    {**GOOD_CODE, "seq": 3},
+    {"user": "alice", "id": "m-1", "code": "x"},
+    {"user": "alice", "id": "m-1", "message": "y"},
+    {**GOOD_SEQ, "extra": 1},
+    {**GOOD_SEQ, "seq": -1}, {**GOOD_SEQ, "seq": True}, {**GOOD_SEQ, "seq": 2**63}, {**GOOD_SEQ, "seq": "3"},
+    {**GOOD_SEQ, "user": "_x"}, {**GOOD_SEQ, "user": ""}, {**GOOD_SEQ, "id": ""}, {**GOOD_SEQ, "id": "a b"},
+    {"id": "m-1", "seq": 3}, {"user": "alice", "seq": 3},
+    {**GOOD_CODE, "code": "c" * 257}, {**GOOD_CODE, "message": "m" * 257},
+    {**GOOD_CODE, "code": 1}, {**GOOD_CODE, "message": None},
+    [], "x", None, 3,
+], ids=repr)
+def test_bad_result_is_rejected(result: object) -> None:
+    assert "bad results" in str(rejected(result_body(GOOD_SEQ, result)))
+
+
+def test_results_batch_limit() -> None:
+    assert len(decode(result_body(*[GOOD_SEQ] * MAX_BATCH)).results) == MAX_BATCH
+    rejected(result_body(*[GOOD_SEQ] * (MAX_BATCH + 1)))
+
+
+# -------------------------------------------------------------------- size
+
+
+def test_message_size_limit_is_exact() -> None:
+    data = encode(Gather("a", 1))
+    padded = data + b" " * (MAX_LINK_MESSAGE - len(data))  # trailing JSON whitespace is valid
+    assert len(padded) == MAX_LINK_MESSAGE
+    assert decode(padded) == Gather("a", 1)
+    assert "exceeds" in str(rejected(padded + b" "))
+
+
+def test_oversize_message_is_rejected_before_parsing() -> None:
+    rejected(b"x" * (MAX_LINK_MESSAGE + 1))
+    rejected(b"[" * (MAX_LINK_MESSAGE + 1))
+
+
+# ------------------------------------------------------------------ property
+
+
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False), st.text(max_size=40),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+def decodes_or_link_error(data: bytes) -> None:
+    try:
+        message = decode(data)
+    except LinkError:
+        return
+    assert type(message) in LINK_TYPES.values()
+    assert decode(encode(message)) == message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_decode_or_raise_link_error(data: bytes) -> None:
+    decodes_or_link_error(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_random_json_decodes_or_raises_link_error(value: object) -> None:
+    decodes_or_link_error(json.dumps(value).encode())
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> bytes:
+    """A valid message's body with one field (or one record field) replaced by random JSON."""
+    body = body_of(draw(st.sampled_from(SAMPLES)))
+    key = draw(st.sampled_from(sorted(body)))
+    records = body.get(key)
+    if isinstance(records, list) and records and draw(st.booleans()):
+        record = dict(records[0])
+        record[draw(st.sampled_from(sorted(record)))] = draw(JSON_VALUES)
+        body[key] = [record]
+    elif draw(st.booleans()):
+        body[key] = draw(JSON_VALUES)
+    else:
+        body[draw(st.text(max_size=6))] = draw(JSON_VALUES)
+    return json.dumps(body).encode()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(near_valid())
+def test_mutated_valid_messages_decode_or_raise_link_error(data: bytes) -> None:
+    decodes_or_link_error(data)
+
+
+def test_link_error_is_a_value_error() -> None:
+    assert issubclass(LinkError, ValueError)
+    assert linkwire.utf8_size("é") == 2 and linkwire.utf8_size("\ud800") is None
