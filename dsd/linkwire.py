@@ -133,6 +133,23 @@ LINK_TYPES: dict[str, type] = {
 }
 
 
+BATCH_BUDGET = MAX_LINK_MESSAGE // 2
+
+
+def fitting(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The longest prefix of `records` (at least one) that surely fits in one link message.
+
+    The bound is pessimistic and cheap: JSON may escape a character of text as 12 bytes
+    (an astral character as two \\uXXXX escapes); everything else of a record is < 400 bytes.
+    """
+    total = 0
+    for count, record in enumerate(records):
+        total += 400 + 12 * len(record["text"])
+        if total > BATCH_BUDGET and count > 0:
+            return records[:count]
+    return records
+
+
 def encode(message: LinkMessage) -> bytes:
     return json.dumps({"t": message.TYPE, **asdict(message)}, separators=(",", ":")).encode()
 

@@ -27,7 +27,7 @@ from typing import Any
 from dsd.core.actions import Action, Log, Publish, Reply, Transmit
 from dsd.linkwire import (
     ID_PATTERN, MAX_BATCH, PUBLIC_KEYS, SESSION_PATTERN, USER_PATTERN, Ack, Append, Entries, Entry,
-    Fetch, Forward, Gather, LinkMessage, Proposal, Result, Status, utf8_size,
+    Fetch, Forward, Gather, LinkMessage, Proposal, Result, Status, fitting, utf8_size,
 )
 from dsd.store import Store
 
@@ -186,6 +186,7 @@ class Chat:
                 self._start_gathering(now, out)
             elif self.role == ACTIVE:
                 self._advance_commit(now, out)
+                self._expire_orphans(now, out)
         return out
 
     def _new_leader(self, now: float, out: list[Action]) -> None:
@@ -197,8 +198,9 @@ class Chat:
             self._start_gathering(now, out)
             return
         self.role = FOLLOWING
-        for proposal in self.queue:
-            self.outbox.setdefault((proposal["user"], proposal["id"]), proposal)
+        for proposal in self.queue:  # others' proposals: their proposers forward them again
+            if proposal["server"] == self.name:
+                self.outbox.setdefault((proposal["user"], proposal["id"]), proposal)
         self.queue = []
         self._pending = {}
         self._forward_due = now  # hand the outbox to the new leader at once
@@ -244,7 +246,7 @@ class Chat:
         best = gathering.statuses[message.src]
         if not fresh or self.commit + len(gathering.fetched) >= best.last:
             self.tail = gathering.fetched
-            self._activate({n: gathering.statuses[n] for n in self.peers}, now, out)
+            self._activate({n: st for n, st in gathering.statuses.items() if n in self.peers}, now, out)
         else:
             gathering.sent = now
             out.append(Transmit(message.src, Fetch(self.name, self.term, self.commit + len(gathering.fetched))))
@@ -262,10 +264,11 @@ class Chat:
         out.append(Log("info", f"chat: leading term {self.term} from seq {self.last} ({len(self.tail)} uncommitted)"))
         queued, self.queue = self.queue, []
         for proposal in list(self.outbox.values()) + queued:
-            self._sequence(proposal, self.name, now, out)
+            self._sequence(proposal, proposal["server"], now, out)
         for name in sorted(self.followers):
             self._replicate(name, now, out)
         self._advance_commit(now, out)
+        self._expire_orphans(now, out)
 
     def _sequence(self, proposal: Proposal, source: str, now: float, out: list[Action]) -> None:
         """Give `proposal` the next seq, or refuse it; `source` proposed it."""
@@ -302,6 +305,8 @@ class Chat:
             return None
         if current is None or current["session"] != proposal["session"]:
             return "not_joined", f"{proposal['user']!r} is not in the chat: join first"
+        if proposal["kind"] != "message" and current["server"] != proposal["server"]:
+            return "not_joined", f"{proposal['user']!r} is on {current['server']} now"  # a stale timeout
         return None
 
     def _present(self, user: str) -> Entry | None:
@@ -331,15 +336,17 @@ class Chat:
             out.append(Transmit(name, Append(self.name, self.term, follower.next - 1, entries, self.commit)))
             follower.next += len(entries)
             follower.told = self.commit
+            follower.progress = now  # resend only after resend_interval with nothing sent or acknowledged
         if follower.told < self.commit and follower.next > self.last:
             out.append(Transmit(name, Append(self.name, self.term, self.last, [], self.commit)))
             follower.told = self.commit
+            follower.progress = now
 
     def _read(self, after: int, limit: int) -> list[Entry]:
-        """Entries after `after`, committed (from the store) then uncommitted."""
+        """Entries after `after`, committed (from the store) then uncommitted, in one link message's size."""
         entries = self.store.read(after, limit) if after < self.commit else []
         start = max(after, self.commit) - self.commit
-        return entries + self.tail[start:start + limit - len(entries)]
+        return fitting(entries + self.tail[start:start + limit - len(entries)])
 
     def _on_ack(self, message: Ack, now: float, out: list[Action]) -> None:
         follower = self.followers.get(message.src)
@@ -480,6 +487,8 @@ class Chat:
         elif self.leader is not None:
             self.counters.proposals_forwarded += 1
             out.append(Transmit(self.leader, Forward(self.name, self.term, [proposal])))
+            if len(self.outbox) == 1:  # the resend clock starts now, not at some older view change
+                self._forward_due = now + self.limits.resend_interval
 
     def _on_forward(self, message: Forward, now: float, out: list[Action]) -> None:
         if self.leader != self.name:
@@ -625,8 +634,10 @@ class Chat:
             self._leader_tick(now, out)
         elif self.leader is not None and self.outbox and now >= self._forward_due:
             proposals = list(self.outbox.values())
-            for start in range(0, len(proposals), MAX_BATCH):
-                out.append(Transmit(self.leader, Forward(self.name, self.term, proposals[start:start + MAX_BATCH])))
+            while proposals:
+                batch = fitting(proposals[:MAX_BATCH])
+                out.append(Transmit(self.leader, Forward(self.name, self.term, batch)))
+                del proposals[:len(batch)]
             self._forward_due = now + self.limits.resend_interval
         for key, waiters in list(self.waiting.items()):
             for waiter in [w for w in waiters if w.deadline <= now]:

@@ -252,11 +252,6 @@ def test_lagging_follower_is_resent_what_it_lacks_every_resend_interval() -> Non
     assert c.next_deadline() == 1.0 + LIMITS.client_timeout  # alice's session only
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG dsd/core/chat.py FollowerState.progress: it is not reset when a caught-up follower is "
-    "sent something new, so after an idle spell next_deadline() is already past and the next "
-    "tick re-sends the APPEND at once instead of resend_interval later"
-))
 def test_first_resend_of_an_append_waits_one_resend_interval() -> None:
     c = leader_with_alice()
     c.send("r2", "alice", S, "m1", "hi", 1.0)
@@ -350,11 +345,6 @@ def test_silent_peer_is_left_out_after_gather_timeout() -> None:
     assert any(isinstance(a, Log) and a.level == "warning" and "B" in a.text for _, a in history)
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "BUG dsd/core/chat.py Chat._on_entries: activates with {n: gathering.statuses[n] for n in "
-    "self.peers}, a KeyError for a peer that never sent STATUS (gather_timeout forced) or joined "
-    "while FETCHING"
-))
 def test_fetch_after_gather_timeout_with_a_silent_peer_activates() -> None:
     c = make("L")
     c.set_view("L", 2, frozenset({"A", "B"}), 0.0)
@@ -805,11 +795,6 @@ def test_forward_is_resent_every_resend_interval_until_committed() -> None:
     assert transmits([a for _, a in advance(c, 2.0, 4.0)]) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG dsd/core/chat.py Chat._propose: forwarding does not push _forward_due, which still holds "
-    "the time of the last view change, so next_deadline() is already past and the first tick "
-    "re-sends the whole outbox at once instead of resend_interval later"
-))
 def test_first_resend_of_a_forward_waits_one_resend_interval() -> None:
     c = follower_with_alice()
     c.send("r", "alice", S, "m1", "hi", 1.0)
@@ -932,11 +917,6 @@ def test_orphan_that_rejoins_elsewhere_is_not_timed_out() -> None:
     assert published(out) == [] and c.who()[0]["server"] == "L"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG dsd/core/chat.py next_deadline()/_expire_orphans: orphans are only noticed inside tick(), "
-    "but nothing schedules a tick when a peer leaves (set_view) so an idle leader never times "
-    "the gone daemon's users out (the service only ticks the chat at next_deadline())"
-))
 def test_peer_leaving_schedules_the_timeout_of_its_users() -> None:
     c = leader_with_alice_on_a()
     c.set_view("L", 1, frozenset(), 5.0)
@@ -1019,12 +999,6 @@ def test_everything_the_core_transmits_survives_the_codec() -> None:
         assert linkwire.decode(linkwire.encode(message)) == message
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG dsd/core/chat.py Chat._replicate/_read (and Entries, Forward batches): batches are capped "
-    "at MAX_BATCH entries but not in bytes; 512 entries of max_message (default 4096) bytes of "
-    "non-ASCII text encode to ~6.4 MB of JSON (\\u escapes), over MAX_LINK_MESSAGE, so the "
-    "follower drops every APPEND and never catches up"
-))
 def test_catch_up_append_fits_in_one_link_message() -> None:
     store = MemoryStore(10_000)
     text = "é" * 2048  # 4096 bytes of UTF-8: exactly the default max_message
@@ -1041,11 +1015,6 @@ def test_catch_up_append_fits_in_one_link_message() -> None:
 # ------------------------------------------------- view changes: held proposals
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG dsd/core/chat.py Chat._activate: proposals queued from FORWARDs during the view change "
-    "are sequenced with source=self.name, so a refusal or an already-committed seq goes to the "
-    "leader's own _on_results instead of a RESULT to the proposer (it learns only after a resend)"
-))
 def test_refusal_of_a_proposal_queued_during_the_view_change_goes_to_its_proposer() -> None:
     c = make("L")
     c.set_view("L", 1, frozenset({"F"}), 0.0)
@@ -1055,12 +1024,6 @@ def test_refusal_of_a_proposal_queued_during_the_view_change_goes_to_its_propose
     assert [(to, [r.get("code") for r in m.results]) for to, m in results] == [("F", ["not_joined"])]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG dsd/core/chat.py Chat._new_leader: a leader that steps down during its view change moves "
-    "*other daemons'* queued proposals into its own outbox; it forwards them under its own name, "
-    "the new leader ignores them (server != src), and it re-sends them every resend_interval "
-    "for ever if they are never committed"
-))
 def test_leader_stepping_down_does_not_adopt_other_daemons_proposals() -> None:
     c = make("L")
     c.set_view("L", 1, frozenset({"F", "M"}), 0.0)
@@ -1070,11 +1033,6 @@ def test_leader_stepping_down_does_not_adopt_other_daemons_proposals() -> None:
     assert c.outbox == {} and c.next_deadline() is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG dsd/core/chat.py Chat._refusal: a timeout (or leave) is checked against the session "
-    "only, not the server; a stale timeout from the daemon a client left removes the user who "
-    "has since rejoined on another daemon with the same session"
-))
 def test_stale_timeout_from_a_previous_server_does_not_remove_a_rejoined_user() -> None:
     c = leader_with_peer("A")
     c.receive(Forward("A", 1, [proposal("join", text="", id="j1", server="A")]), 0.0)

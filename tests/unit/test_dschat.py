@@ -188,7 +188,7 @@ def test_a_feed_bound_on_all_interfaces_is_reached_on_the_control_host():
 @pytest.mark.parametrize("argv", [
     [], ["bad name"], ["-bob"], ["a" * 33], ["--history", "-1", "alice"], ["--history", "1001", "alice"],
     ["--history", "x", "alice"], ["--timeout", "0", "alice"], ["--failover", "-1", "alice"],
-    ["--discover", "alice"], ["alice", "bob"],
+    ["alice", "bob"],
 ])
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit:
