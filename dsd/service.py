@@ -95,6 +95,7 @@ class Service:
         self.datagrams_received = 0
         self.datagrams_rejected = 0
         self.link_messages_rejected = 0
+        self.chat_held = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
 
@@ -192,7 +193,19 @@ class Service:
             self.link_messages_rejected += 1
             log.debug("rejected a link message: %s", error)
             return
+        self._hold_chat()
         self._apply(self.chat.receive(message, self.loop.time()))
+
+    def _hold_chat(self) -> None:
+        """Batch the chat's output over this event-loop turn: a burst of inputs, one flush."""
+        if not self.chat_held:
+            self.chat_held = True
+            self.chat.hold()
+            self.loop.call_soon(self._release_chat)
+
+    def _release_chat(self) -> None:
+        self.chat_held = False
+        self._apply(self.chat.release(self.loop.time()))
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -327,6 +340,7 @@ class Service:
         if cmd == "chat.who":
             return {"users": chat.who()}
         user, session = args["user"], args["session"]
+        self._hold_chat()
         if cmd == "chat.join":
             actions = chat.join(request, user, session, now)
         elif cmd == "chat.send":

@@ -142,6 +142,11 @@ class Chat:
         self._pending: dict[Key, int] = {}  # leader: uncommitted entries by (user, id)
         self._early: list[tuple[LinkMessage, float]] = []
         self._forward_due = 0.0
+        # Output gathered over a batch of inputs (see `hold`) and sent by `_flush`:
+        self._held = False
+        self._dirty = False  # leader: new entries, acks or a view change to act on
+        self._forwards: list[Proposal] = []  # proposer: new proposals for the leader
+        self._ack_due: str | None = None  # follower: the leader is owed an ACK
         self._ids = itertools.count(1)
         self._id_prefix = f"{incarnation % 36**8:x}"
 
@@ -179,15 +184,14 @@ class Chat:
             for name in peers - set(self.followers):
                 if self.role == ACTIVE:
                     self.followers[name] = FollowerState(self.commit + 1, 0, now)
-                    self._replicate(name, now, out)
             if self.role == GATHERING and gone:
                 self._gathered(now, out)
             elif self.role == FETCHING and self.gathering and self.gathering.best in gone:
                 self._start_gathering(now, out)
             elif self.role == ACTIVE:
-                self._advance_commit(now, out)
+                self._dirty = True
                 self._expire_orphans(now, out)
-        return out
+        return self._done(now, out)
 
     def _new_leader(self, now: float, out: list[Action]) -> None:
         self.followers = {}
@@ -265,9 +269,7 @@ class Chat:
         queued, self.queue = self.queue, []
         for proposal in list(self.outbox.values()) + queued:
             self._sequence(proposal, proposal["server"], now, out)
-        for name in sorted(self.followers):
-            self._replicate(name, now, out)
-        self._advance_commit(now, out)
+        self._dirty = True
         self._expire_orphans(now, out)
 
     def _sequence(self, proposal: Proposal, source: str, now: float, out: list[Action]) -> None:
@@ -358,22 +360,54 @@ class Chat:
         follower.commit = message.commit
         if message.need:  # it could not take what we sent: a gap, or it restarted
             follower.next = min(message.need, self.last + 1)
-        self._replicate(message.src, now, out)
-        self._advance_commit(now, out)
+        self._dirty = True
 
     def _lagging(self, follower: FollowerState) -> bool:
         return follower.match < self.last or follower.commit < self.commit
 
     def _advance_commit(self, now: float, out: list[Action]) -> None:
         """Committed = held by the leader and at least one follower (by the leader alone if alone)."""
-        if self.role != ACTIVE:
-            return
         held = max((f.match for f in self.followers.values()), default=self.last)
-        target = min(held, self.last)
-        if target > self.commit:
-            self._commit_to(target, now, out)
-            for name in sorted(self.followers):
-                self._replicate(name, now, out)
+        self._commit_to(min(held, self.last), now, out)
+
+    # ----------------------------------------------------------------- batching
+
+    def hold(self) -> None:
+        """Gather the output of the inputs that follow until `release`.
+
+        The service holds while it drains one event-loop turn's worth of requests and link
+        messages, so a burst of sends costs one FORWARD, one APPEND per follower, one ACK
+        and one store transaction rather than one of each per message.
+        """
+        self._held = True
+
+    def release(self, now: float) -> list[Action]:
+        self._held = False
+        return self._done(now, [])
+
+    def _done(self, now: float, out: list[Action]) -> list[Action]:
+        """The end of an input: flush what it produced, unless held."""
+        if not self._held:
+            self._flush(now, out)
+        return out
+
+    def _flush(self, now: float, out: list[Action]) -> None:
+        forwards, self._forwards = self._forwards, []
+        if forwards and self.leader not in (None, self.name):
+            while forwards:
+                batch = fitting(forwards[:MAX_BATCH])
+                out.append(Transmit(self.leader, Forward(self.name, self.term, batch)))
+                del forwards[:len(batch)]
+        if self._ack_due is not None:
+            if self._ack_due == self.leader:
+                out.append(Transmit(self._ack_due, Ack(self.name, self.term, self.matched, self.commit, 0)))
+            self._ack_due = None
+        if self._dirty:
+            self._dirty = False
+            if self.role == ACTIVE:
+                self._advance_commit(now, out)
+                for name in sorted(self.followers):
+                    self._replicate(name, now, out)
 
     # -------------------------------------------------------------- follower
 
@@ -407,7 +441,7 @@ class Chat:
             out.append(Transmit(message.src, Entries(self.name, self.term, self._read(message.after, MAX_BATCH))))
         elif isinstance(message, Append):
             self._on_append(message, now, out)
-        return out
+        return self._done(now, out)
 
     def _on_append(self, message: Append, now: float, out: list[Action]) -> None:
         if message.prev > self.matched:
@@ -427,7 +461,7 @@ class Chat:
         committed = self.commit
         self._commit_to(min(message.commit, self.matched), now, out)
         if message.entries or self.commit > committed:
-            out.append(Transmit(message.src, Ack(self.name, self.term, self.matched, self.commit, 0)))
+            self._ack_due = message.src
 
     # -------------------------------------------------------------- commit
 
@@ -479,14 +513,12 @@ class Chat:
         if self.leader == self.name:
             if self.role == ACTIVE:
                 self._sequence(proposal, self.name, now, out)
-                for name in sorted(self.followers):
-                    self._replicate(name, now, out)
-                self._advance_commit(now, out)
+                self._dirty = True
             else:
                 self.queue.append(proposal)
         elif self.leader is not None:
             self.counters.proposals_forwarded += 1
-            out.append(Transmit(self.leader, Forward(self.name, self.term, [proposal])))
+            self._forwards.append(proposal)
             if len(self.outbox) == 1:  # the resend clock starts now, not at some older view change
                 self._forward_due = now + self.limits.resend_interval
 
@@ -502,10 +534,7 @@ class Chat:
                 self._sequence(proposal, message.src, now, out)
             elif len(self.queue) < MAX_TAIL:
                 self.queue.append(proposal)
-        if self.role == ACTIVE:
-            for name in sorted(self.followers):
-                self._replicate(name, now, out)
-            self._advance_commit(now, out)
+        self._dirty = True
 
     def _on_results(self, results: list[dict[str, Any]], now: float, out: list[Action]) -> None:
         for result in results:
@@ -551,7 +580,7 @@ class Chat:
                 self.waiting.setdefault(key, []).append(waiter)
                 return out
         self._propose(self._proposal("join", user, session, ""), waiter, now, out)
-        return out
+        return self._done(now, out)
 
     def send(self, request: Any, user: str, session: str, id: str, text: str, now: float) -> list[Action]:
         out: list[Action] = []
@@ -584,7 +613,7 @@ class Chat:
             return out
         proposal = {"kind": "message", "user": user, "text": text, "id": id, "server": self.name, "session": session}
         self._propose(proposal, waiter, now, out)
-        return out
+        return self._done(now, out)
 
     def heartbeat(self, request: Any, user: str, session: str, now: float) -> list[Action]:
         error = self._session_error(user, session)
@@ -602,7 +631,7 @@ class Chat:
         del self.sessions[user]
         waiter = Waiter(request, "leave", now + self.limits.request_timeout)
         self._propose(self._proposal("leave", user, session, ""), waiter, now, out)
-        return out
+        return self._done(now, out)
 
     def _session_error(self, user: str, session: str) -> tuple[str, str] | None:
         client = self.sessions.get(user)
@@ -647,7 +676,7 @@ class Chat:
                 )))
             if not waiters:
                 del self.waiting[key]
-        return out
+        return self._done(now, out)
 
     def _expire_clients(self, now: float, out: list[Action]) -> None:
         for user, client in list(self.sessions.items()):
@@ -695,9 +724,7 @@ class Chat:
                 self._sequence(proposal, self.name, now, out)
                 sequenced = True
         if sequenced:
-            for name in sorted(self.followers):
-                self._replicate(name, now, out)
-            self._advance_commit(now, out)
+            self._dirty = True
 
     def next_deadline(self) -> float | None:
         """When `tick` must run next, or None when nothing is waiting on time."""

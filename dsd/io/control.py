@@ -13,6 +13,7 @@ import zmq.asyncio
 
 log = logging.getLogger("dsd.control")
 
+YIELD_EVERY = 256  # requests handled in a row before the event loop gets a turn
 RequestHandler = Callable[[bytes, list[bytes]], "bytes | None"]
 """Called with (payload, envelope); returns the reply, or None to answer later with `reply`."""
 
@@ -82,6 +83,8 @@ class ControlServer:
             reply = self._handler(frames[2], envelope)
             if reply is not None:
                 await self._socket.send_multipart(envelope + [reply])
+            if self.requests % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a queued request completes recv at once: let the rest run
 
     def reply(self, envelope: list[bytes], payload: bytes) -> None:
         """A deferred answer; dropped if the client is gone or not reading (never blocks)."""

@@ -8,13 +8,14 @@ grow. ZeroMQ keeps each link in order and reconnects by itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Callable
 
 import zmq
 import zmq.asyncio
 
-from dsd.io.control import bind
+from dsd.io.control import YIELD_EVERY, bind
 
 log = logging.getLogger("dsd.links")
 
@@ -80,6 +81,8 @@ class Links:
             data = await self._inbox.recv()
             self.received += 1
             on_message(data)
+            if self.received % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a queued message completes recv() at once: let the rest run
 
     def close(self) -> None:
         for _, socket in self._peers.values():
