@@ -55,7 +55,8 @@ def test_check_config_prints_the_effective_settings_and_starts_nothing(make_clus
     assert settings["node"]["runtime_dir"] == f"{daemon.dir}/run"
     assert settings["timing"] == {key: float(value) for key, value in FAST.items()}
     assert settings["election"] == {"preempt": False}
-    assert settings["control"] == {"endpoint": daemon.endpoint, "feed": f"ipc://{daemon.dir}/run/dsd.feed"}
+    assert settings["control"] == {"endpoint": daemon.endpoint, "feed": f"ipc://{daemon.dir}/run/dsd.feed",
+                                   "tcp_endpoint": "", "tcp_feed": ""}
     # Keys the file leaves out are shown with their defaults.
     assert settings["cluster"]["group"] == "239.255.77.1"
     assert settings["cluster"]["port"] == cluster.cluster_settings.get("port", 5008)
