@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Union
 
-from dsd.wire import MAX_INT, NAME_PATTERN
+from dsd.wire import MAX_INT, NAME_PATTERN, decode_object
 
 MAX_LINK_MESSAGE = 4 * 1024 * 1024
 MAX_BATCH = 512  # entries or proposals in one message
@@ -158,22 +158,7 @@ def decode(data: bytes) -> LinkMessage:
     """Parse one link message; raises LinkError for anything that is not valid."""
     if len(data) > MAX_LINK_MESSAGE:
         raise LinkError(f"link message of {len(data)} bytes exceeds {MAX_LINK_MESSAGE}")
-    try:
-        body = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as error:  # ValueError: bad UTF-8, bad JSON, a 5000-digit int
-        raise LinkError(f"bad JSON: {type(error).__name__}") from None
-    if not isinstance(body, dict):
-        raise LinkError("link message is not a JSON object")
-    kind = body.pop("t", None)
-    cls = LINK_TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise LinkError("unknown link message type")
-    names = [f.name for f in fields(cls)]
-    if set(body) != set(names):
-        raise LinkError(f"{cls.TYPE}: fields {sorted(body)} != {sorted(names)}")
-    for name in names:
-        _check_field(cls.TYPE, name, body[name])
-    return cls(**body)
+    return decode_object(data, LINK_TYPES, _check_field, LinkError)
 
 
 def _is_count(value: object) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar, Union
+from typing import Any, Callable, ClassVar, Union
 
 MAGIC = b"DSD"
 VERSION = 1
@@ -139,21 +139,31 @@ def decode(data: bytes) -> Message:
     if len(data) < len(HEADER) or data[len(MAGIC)] != VERSION:
         version = data[len(MAGIC)] if len(data) > len(MAGIC) else None
         raise WireError(f"unsupported protocol version {version}")
+    return decode_object(data[len(HEADER):], MESSAGE_TYPES, _check_field, WireError)
+
+
+def decode_object(
+    data: bytes, types: dict[str, type], check_field: Callable[[str, str, object], None], error: type[ValueError],
+) -> Any:
+    """One JSON object whose "t" names one of `types`: exactly that dataclass's fields, each checked.
+
+    Shared by the datagram and link codecs; anything else raises `error`.
+    """
     try:
-        body = json.loads(data[len(HEADER):].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise WireError(f"bad JSON: {type(error).__name__}") from None
+        body = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as failure:  # ValueError: bad UTF-8, bad JSON, a 5000-digit int
+        raise error(f"bad JSON: {type(failure).__name__}") from None
     if not isinstance(body, dict):
-        raise WireError("message is not a JSON object")
+        raise error("not a JSON object")
     kind = body.pop("t", None)
-    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    cls = types.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise WireError("unknown message type")
+        raise error("unknown message type")
     names = [f.name for f in fields(cls)]
     if set(body) != set(names):
-        raise WireError(f"{cls.TYPE}: fields {sorted(body)} != {sorted(names)}")
+        raise error(f"{cls.TYPE}: fields {sorted(body)} != {sorted(names)}")
     for name in names:
-        _check_field(cls.TYPE, name, body[name])
+        check_field(cls.TYPE, name, body[name])
     return cls(**body)
 
 
