@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -22,10 +23,15 @@ class BindError(OSError):
     """An endpoint could not be bound (in use, bad address, no permission)."""
 
 
+IPC_MODE = 0o660  # an ipc socket is the access control: its owner and group only
+
+
 def bind(socket: zmq.asyncio.Socket, endpoint: str, what: str) -> str:
     """Bind `endpoint`; returns what was bound (a `*` port resolved)."""
     try:
         socket.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://"):], IPC_MODE)
     except zmq.ZMQError as error:
         raise BindError(f"cannot bind the {what} endpoint {endpoint}: {error.strerror}") from None
     return socket.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -103,6 +103,15 @@ def test_second_daemon_on_the_same_endpoints_refuses_and_the_first_keeps_working
     assert "another node uses the name" not in first.logs()
 
 
+def test_ipc_sockets_are_for_the_owner_and_group_only(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("a")
+    cluster.wait_agreed("a")
+    for name in ("dsd.ctl", "dsd.feed"):
+        mode = (daemon.dir / "run" / name).stat().st_mode & 0o777
+        assert mode == 0o660, f"{name}: {oct(mode)}"
+
+
 # ------------------------------------------------------------------ SIGHUP
 
 
