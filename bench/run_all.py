@@ -3,7 +3,7 @@
     python -m bench.run_all [--quick] [--only NAME ...] [--skip NAME ...] [--output FILE] [--wait-quiet S]
     python -m bench ...                       (the same)
 
-Order: election_messages (simulated, seconds), failover, handover, coldstart, rss, spurious
+Order: election_messages (simulated, seconds), failover, handover, coldstart, rss, chat, spurious
 (the 5-minute one last, alone).
 Each runs with its own defaults (see `python -m bench.NAME --help`); `--quick`
 uses fewer trials and a 30 s spurious-election run, for a check in about 3 minutes.
@@ -18,7 +18,7 @@ import io
 import sys
 import time
 
-from bench import coldstart, failover, handover, rss, spurious
+from bench import chat, coldstart, failover, handover, rss, spurious
 from bench.common import BenchError, progress, stop_on_sigterm
 
 
@@ -49,6 +49,7 @@ BENCHES = {
     "handover": handover,
     "coldstart": coldstart,
     "rss": rss,
+    "chat": chat,
     "spurious": spurious,
 }
 QUICK = {
@@ -57,6 +58,7 @@ QUICK = {
     "handover": ["--trials", "5"],
     "coldstart": ["--trials", "2"],
     "rss": ["--settle", "5"],
+    "chat": ["--quick"],
     "spurious": ["--duration", "30", "--idle", "10"],
 }
 
