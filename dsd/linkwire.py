@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
 from dsd.wire import MAX_INT, NAME_PATTERN, decode_object
@@ -151,7 +151,8 @@ def fitting(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def encode(message: LinkMessage) -> bytes:
-    return json.dumps({"t": message.TYPE, **asdict(message)}, separators=(",", ":")).encode()
+    # vars(), not asdict(): asdict deep-copies every entry of a batch, once per follower.
+    return json.dumps({"t": message.TYPE, **vars(message)}, separators=(",", ":")).encode()
 
 
 def decode(data: bytes) -> LinkMessage:

@@ -141,7 +141,7 @@ class Chat:
         self.orphans: dict[str, float] = {}  # leader: users whose server is gone, since when
         self._pending: dict[Key, int] = {}  # leader: uncommitted entries by (user, id)
         self._early: list[tuple[LinkMessage, float]] = []
-        self._forward_due = 0.0
+        self._forwarded: dict[Key, float] = {}  # proposer: outbox keys by when last forwarded, oldest first
         # Output gathered over a batch of inputs (see `hold`) and sent by `_flush`:
         self._held = False
         self._dirty = False  # leader: new entries, acks or a view change to act on
@@ -207,7 +207,8 @@ class Chat:
                 self.outbox.setdefault((proposal["user"], proposal["id"]), proposal)
         self.queue = []
         self._pending = {}
-        self._forward_due = now  # hand the outbox to the new leader at once
+        # Hand the outbox to the new leader at once.
+        self._forwarded = dict.fromkeys(self.outbox, now - self.limits.resend_interval)
 
     # ---------------------------------------------------------------- leader
 
@@ -519,8 +520,8 @@ class Chat:
         elif self.leader is not None:
             self.counters.proposals_forwarded += 1
             self._forwards.append(proposal)
-            if len(self.outbox) == 1:  # the resend clock starts now, not at some older view change
-                self._forward_due = now + self.limits.resend_interval
+            self._forwarded.pop(key, None)
+            self._forwarded[key] = now
 
     def _on_forward(self, message: Forward, now: float, out: list[Action]) -> None:
         if self.leader != self.name:
@@ -542,6 +543,7 @@ class Chat:
             if key not in self.outbox:
                 continue
             del self.outbox[key]
+            self._forwarded.pop(key, None)
             if "code" in result:
                 for waiter in self.waiting.pop(key, []):
                     out.append(Reply(waiter.request, error=(result["code"], result["message"])))
@@ -552,6 +554,7 @@ class Chat:
 
     def _resolve(self, key: Key, seq: int, out: list[Action]) -> None:
         self.outbox.pop(key, None)
+        self._forwarded.pop(key, None)
         for waiter in self.waiting.pop(key, []):
             result: dict[str, Any] = {"seq": seq}
             if waiter.kind == "join":
@@ -661,13 +664,8 @@ class Chat:
         self._expire_clients(now, out)
         if self.leader == self.name:
             self._leader_tick(now, out)
-        elif self.leader is not None and self.outbox and now >= self._forward_due:
-            proposals = list(self.outbox.values())
-            while proposals:
-                batch = fitting(proposals[:MAX_BATCH])
-                out.append(Transmit(self.leader, Forward(self.name, self.term, batch)))
-                del proposals[:len(batch)]
-            self._forward_due = now + self.limits.resend_interval
+        elif self.leader is not None:
+            self._forward_again(now, out)
         for key, waiters in list(self.waiting.items()):
             for waiter in [w for w in waiters if w.deadline <= now]:
                 waiters.remove(waiter)
@@ -677,6 +675,24 @@ class Chat:
             if not waiters:
                 del self.waiting[key]
         return self._done(now, out)
+
+    def _forward_again(self, now: float, out: list[Action]) -> None:
+        """Forward again each proposal not committed within resend_interval of its last forward."""
+        due = []
+        for key, sent in self._forwarded.items():
+            if now < sent + self.limits.resend_interval:
+                break
+            due.append(key)
+        proposals = []
+        for key in due:
+            del self._forwarded[key]
+            if key in self.outbox:
+                proposals.append(self.outbox[key])
+                self._forwarded[key] = now
+        while proposals:
+            batch = fitting(proposals[:MAX_BATCH])
+            out.append(Transmit(self.leader, Forward(self.name, self.term, batch)))  # type: ignore[arg-type]
+            del proposals[:len(batch)]
 
     def _expire_clients(self, now: float, out: list[Action]) -> None:
         for user, client in list(self.sessions.items()):
@@ -730,8 +746,8 @@ class Chat:
         """When `tick` must run next, or None when nothing is waiting on time."""
         deadlines = [s.last_heard + self.limits.client_timeout for s in self.sessions.values()]
         deadlines += [w.deadline for waiters in self.waiting.values() for w in waiters]
-        if self.outbox and self.leader not in (None, self.name):
-            deadlines.append(self._forward_due)
+        if self._forwarded and self.leader not in (None, self.name):
+            deadlines.append(next(iter(self._forwarded.values())) + self.limits.resend_interval)
         if self.gathering is not None:
             deadlines.append(self.gathering.sent + self.limits.resend_interval)
         if self.role == ACTIVE:
