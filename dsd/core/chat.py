@@ -140,6 +140,7 @@ class Chat:
         self.queue: list[Proposal] = []  # proposals held while the new leader gathers
         self.orphans: dict[str, float] = {}  # leader: users whose server is gone, since when
         self._pending: dict[Key, int] = {}  # leader: uncommitted entries by (user, id)
+        self._tail_presence: dict[str, Entry] = {}  # leader: each user's latest uncommitted presence entry
         self._early: list[tuple[LinkMessage, float]] = []
         self._forwarded: dict[Key, float] = {}  # proposer: outbox keys by when last forwarded, oldest first
         # Output gathered over a batch of inputs (see `hold`) and sent by `_flush`:
@@ -261,6 +262,7 @@ class Chat:
         self.role = ACTIVE
         self.gathering = None
         self._pending = {(e["user"], e["id"]): e["seq"] for e in self.tail}
+        self._tail_presence = {e["user"]: e for e in self.tail if e["kind"] != "message"}
         known_commit = max((s.commit for s in statuses.values()), default=0)
         self._commit_to(min(known_commit, self.last), now, out)
         self.followers = {name: FollowerState(self.commit + 1, 0, now) for name in self.peers}
@@ -297,6 +299,8 @@ class Chat:
             entry["text"] = "rejoined" if self._present(entry["user"]) is not None else ""
         self.tail.append(entry)
         self._pending[key] = entry["seq"]
+        if entry["kind"] != "message":
+            self._tail_presence[entry["user"]] = entry
         self.counters.entries_sequenced += 1
 
     def _refusal(self, proposal: Proposal) -> tuple[str, str] | None:
@@ -313,11 +317,11 @@ class Chat:
         return None
 
     def _present(self, user: str) -> Entry | None:
-        """The join entry that makes `user` present, counting uncommitted entries."""
-        for entry in reversed(self.tail):
-            if entry["user"] == user and entry["kind"] != "message":
-                return entry if entry["kind"] == "join" else None
-        return self.presence.get(user)
+        """Leader: the join entry that makes `user` present, counting uncommitted entries."""
+        entry = self._tail_presence.get(user)
+        if entry is None:
+            return self.presence.get(user)
+        return entry if entry["kind"] == "join" else None
 
     def _result(self, source: str, result: dict[str, Any], now: float, out: list[Action]) -> None:
         if source == self.name:
@@ -478,6 +482,8 @@ class Chat:
         self.counters.entries_committed += len(entries)
         for entry in entries:
             self._pending.pop((entry["user"], entry["id"]), None)
+            if self._tail_presence.get(entry["user"]) is entry:
+                del self._tail_presence[entry["user"]]
             self._apply_presence(entry, now)
             topic = "chat.message" if entry["kind"] == "message" else "chat.presence"
             out.append(Publish(topic, public(entry)))
