@@ -55,6 +55,7 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.rid: str | None = None  # the request's rid, once known, for the error reply
 
 
 @dataclass(frozen=True)
@@ -130,14 +131,25 @@ def parse_request(payload: bytes) -> tuple[Command, dict[str, Any], str | None]:
         request = json.loads(payload.decode("utf-8"))
     except (ValueError, RecursionError) as error:  # ValueError: bad UTF-8, bad JSON, a 5000-digit int
         raise RequestError("bad_request", f"request is not JSON: {error}") from None
-    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+    if not isinstance(request, dict):
+        raise RequestError("bad_request", 'request must be an object with a string "cmd"')
+    rid = request.get("rid")
+    if rid is not None and not (isinstance(rid, str) and len(rid) <= MAX_RID):
+        raise RequestError("bad_request", f'"rid" must be a string of at most {MAX_RID} characters')
+    try:
+        command, args = _parse_command(request)
+    except RequestError as error:
+        error.rid = rid  # so a client with several requests in flight knows which one failed
+        raise
+    return command, args, rid
+
+
+def _parse_command(request: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
+    if not isinstance(request.get("cmd"), str):
         raise RequestError("bad_request", 'request must be an object with a string "cmd"')
     unknown = set(request) - {"cmd", "args", "rid"}
     if unknown:
         raise RequestError("bad_request", f"unknown request fields: {', '.join(sorted(unknown))[:200]}")
-    rid = request.get("rid")
-    if rid is not None and not (isinstance(rid, str) and len(rid) <= MAX_RID):
-        raise RequestError("bad_request", f'"rid" must be a string of at most {MAX_RID} characters')
     command = COMMANDS.get(request["cmd"])
     if command is None:
         raise RequestError(
@@ -156,7 +168,7 @@ def parse_request(payload: bytes) -> tuple[Command, dict[str, Any], str | None]:
             arg.check(args[arg.name])
         elif arg.required:
             raise RequestError("bad_args", f"{command.name} needs {arg.name}")
-    return command, args, rid
+    return command, args
 
 
 def reply(rid: str | None, result: dict[str, Any] | None = None, error: tuple[str, str] | None = None) -> bytes:
@@ -177,7 +189,7 @@ def handle(daemon: Daemon, payload: bytes, envelope: list[bytes]) -> bytes | Non
         result = command.run(daemon, Request(envelope, rid), args)
         return None if result is None else reply(rid, result)
     except RequestError as error:
-        return reply(rid, error=(error.code, error.message))
+        return reply(error.rid, error=(error.code, error.message))
     except Exception as error:  # a bug in one command must not take the control socket down
         log.exception("control request failed")
         return reply(rid, error=("internal", f"internal error: {error}"))

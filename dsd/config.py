@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dsd.wire import utf8_size
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
@@ -173,13 +175,14 @@ def _is_endpoint(text: str) -> bool:
     transport, separator, address = text.partition("://")
     if transport not in ("ipc", "tcp") or not separator or not address:
         return False
-    return transport == "tcp" or len(address.encode()) <= _IPC_PATH_MAX
+    size = utf8_size(address)
+    return transport == "tcp" or (size is not None and size <= _IPC_PATH_MAX)
 
 
 def _is_tcp_endpoint(text: str, any_port: bool = False) -> bool:
     """tcp://HOST:PORT, PORT a number (or * when `any_port`)."""
     host, separator, port = text.removeprefix("tcp://").rpartition(":")
-    port_ok = (port.isdigit() and 0 < int(port) < 65536) or (any_port and port == "*")
+    port_ok = (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or (any_port and port == "*")
     return text.startswith("tcp://") and bool(separator and host) and port_ok
 
 
@@ -331,7 +334,7 @@ def _toml(value: Any) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, int):
-        return str(value)
+        return str(value) if value.bit_length() <= 256 else f"<an integer of {value.bit_length()} bits>"
     if isinstance(value, list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, dict):
@@ -352,7 +355,7 @@ def _has_kind(value: Any, kind: type) -> bool:
 
 
 def _validate(key: _Key, value: Any, where: str, defaulted: bool) -> Any:
-    if _has_kind(value, key.kind):
+    if _has_kind(value, key.kind) and not (key.kind is float and isinstance(value, int) and value.bit_length() > 1023):
         converted = float(value) if key.kind is float else value
         if key.normalize is not None:
             converted = key.normalize(converted)
@@ -421,6 +424,8 @@ def parse_settings(text: str, source: str | None,
     except tomllib.TOMLDecodeError as error:
         message = " ".join(str(error).split())
         raise ConfigError(f"{where}: TOML syntax error: {message}") from None
+    except (ValueError, RecursionError) as error:  # a 5000-digit integer, arrays nested 1000 deep
+        raise ConfigError(f"{where}: TOML the parser cannot take: {type(error).__name__}") from None
     _reject_unknown(data, where)
 
     values: _Values = {section: {} for section in _SECTIONS}

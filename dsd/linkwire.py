@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
-from dsd.wire import MAX_INT, NAME_PATTERN, decode_object
+from dsd.wire import MAX_INT, NAME_PATTERN, decode_object, utf8_size
 
 MAX_LINK_MESSAGE = 4 * 1024 * 1024
 MAX_BATCH = 512  # entries or proposals in one message
@@ -211,14 +211,6 @@ def _record_field_ok(key: str, value: object) -> bool:
     if key == "time":
         return type(value) in (int, float) and 0 <= value < 1e11
     return False
-
-
-def utf8_size(text: str) -> int | None:
-    """Bytes of `text` in UTF-8, or None if it cannot be encoded (a lone surrogate from JSON)."""
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return None
 
 
 def _is_result(result: object) -> bool:

@@ -121,10 +121,24 @@ MESSAGE_TYPES: dict[str, type] = {
 STATES = ("discovering", "follower", "candidate", "leader")
 
 
+def utf8_size(text: str) -> int | None:
+    """Bytes of `text` in UTF-8, or None if it cannot be encoded (a lone surrogate from JSON)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
 def encode(message: Message) -> bytes:
-    """Serialise `message`; raises WireError if it would exceed MAX_DATAGRAM."""
+    """Serialise `message`; raises WireError if it would exceed MAX_DATAGRAM.
+
+    Raw UTF-8 rather than \\u escapes, so whatever `decode` accepts fits again when re-sent.
+    """
     body = {"t": message.TYPE, **asdict(message)}
-    data = HEADER + json.dumps(body, separators=(",", ":")).encode()
+    try:
+        data = HEADER + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise WireError("a text field is not valid Unicode (a lone surrogate)") from None
     if len(data) > MAX_DATAGRAM:
         raise WireError(f"message of {len(data)} bytes exceeds {MAX_DATAGRAM}")
     return data
@@ -175,7 +189,7 @@ def _check_field(kind: str, name: str, value: object) -> None:
     elif name == "state":
         ok = value in STATES
     elif name in ("endpoint", "feed"):
-        ok = isinstance(value, str) and len(value) <= MAX_TEXT
+        ok = isinstance(value, str) and len(value) <= MAX_TEXT and utf8_size(value) is not None
     else:
         ok = type(value) is int and 0 <= value <= MAX_INT
     if not ok:

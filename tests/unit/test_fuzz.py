@@ -13,10 +13,9 @@ documented error type, and nothing else ever escapes.
 Where an oracle is cheap (which requests and datagrams are valid), the properties check the
 parser's verdict against an independent model of the documented rules, not only "no crash".
 
-Bugs these tests found are pinned at the end of each section as `xfail(strict=True)`
-examples, and the generators of the general properties stay clear of exactly those inputs
-(each exclusion names its xfail): fixing a bug turns its xfail into an XPASS, i.e. a
-failure, so whoever fixes it also widens the generator and deletes the marker.
+Bugs these tests found (all fixed since) are pinned at the end of each section as explicit
+regression examples; the generators of the general properties still stay clear of exactly
+those inputs (each exclusion names its example), which the examples cover.
 
 Every property is derandomized and runs without the example database: a run never
 depends on an earlier one, and the same code always meets the same examples.
@@ -323,10 +322,6 @@ def test_wire_deep_nesting_is_a_wire_error(depth: int, frames: int, opener: str,
         wire.decode(data)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: wire.decode accepts endpoint/feed of up to MAX_TEXT characters of any script, but "
-    "wire.encode writes JSON with ensure_ascii (each non-ASCII character becomes 6 bytes, an "
-    "astral one 12), so a message that arrived in 1086 bytes cannot be re-encoded (3134 > 1400)"))
 def test_wire_non_ascii_text_that_decodes_also_re_encodes() -> None:
     body = {"t": "offer", "name": "a", "nonce": 1, "endpoint": "\u00e9" * MAX_TEXT, "feed": "\u00e9" * MAX_TEXT}
     data = HEADER + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
@@ -674,11 +669,6 @@ def test_a_failing_command_is_an_internal_error_reply_not_an_exception(request: 
     assert reply.get("rid") == request.get("rid")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: docs/chat-api.md says replies carry the rid 'when given', but commands.handle only "
-    "learns the rid when parse_request succeeds: an error reply to a request with a valid rid "
-    "(unknown_command, bad_args, an unknown field) has no rid, so a pipelining DEALER client "
-    "cannot tell which request failed"))
 @pytest.mark.parametrize("payload, code", [
     (b'{"cmd": "reboot", "rid": "r1"}', "unknown_command"),
     (b'{"cmd": "chat.since", "args": {"seq": -1}, "rid": "r1"}', "bad_args"),
@@ -972,59 +962,36 @@ def config_outcome_is_contractual(text: str) -> None:
     assert_parses_or_refuses(text, "/etc/dsd.toml", explain=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: dsd/config.py parse_settings (line 420) catches only TOMLDecodeError around "
-    "tomllib.loads, whose parser is recursive: nesting a few hundred arrays or inline tables "
-    "deep raises RecursionError out of parse_settings and load_settings"))
 @pytest.mark.parametrize("opener, closer", [("[", "]"), ("{a = ", "}")], ids=["arrays", "inline-tables"])
 def test_config_deep_nesting_is_a_config_error(opener: str, closer: str) -> None:
     config_outcome_is_contractual("x = " + opener * 2000 + "1" + closer * 2000 + "\n")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: tomllib raises a plain ValueError (not TOMLDecodeError) for a decimal integer of more "
-    "than 4300 digits (sys.int_max_str_digits); dsd/config.py line 420 does not catch it"))
 def test_config_integer_of_5000_digits_is_a_config_error() -> None:
     config_outcome_is_contractual("[node]\npriority = 1" + "0" * 5000 + "\n")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a hexadecimal integer has no digit limit in tomllib, but the error message renders it "
-    "with str() in dsd/config.py _toml (line 334), which raises ValueError past 4300 digits"))
 def test_config_huge_hex_integer_is_a_config_error() -> None:
     config_outcome_is_contractual("[node]\npriority = 0x1" + "0" * 5000 + "\n")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: dsd/config.py _validate (line 356) converts an integer given for a float key with "
-    "float(value), which raises OverflowError for integers beyond ~1.8e308"))
 @pytest.mark.parametrize("key", [k for k in config._KEYS if k.kind is float], ids=lambda k: f"{k.section}.{k.name}")
 def test_config_huge_integer_for_a_float_key_is_a_config_error(key: config._Key) -> None:
     config_outcome_is_contractual(f"[{key.section}]\n{key.name} = 1{'0' * 400}\n")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: dsd/config.py _is_tcp_endpoint (line 182) tests the port with str.isdigit(), true for "
-    "'²' and other digits int() rejects: ValueError escapes parse_settings"))
 @pytest.mark.parametrize("key", ["tcp_endpoint", "tcp_feed"])
 def test_config_superscript_port_is_a_config_error(key: str) -> None:
     other = "tcp_feed" if key == "tcp_endpoint" else "tcp_endpoint"
     config_outcome_is_contractual(f'[control]\n{key} = "tcp://h:\u00b2"\n{other} = "tcp://h:1"\n')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (validation gap, same line 182): str.isdigit() and int() accept non-ASCII decimal "
-    "digits, so tcp_endpoint = 'tcp://h:\u0661\u0662' is accepted as a port ZeroMQ cannot bind"))
 def test_config_non_ascii_digits_are_not_a_port() -> None:
     with pytest.raises(ConfigError):
         parse_settings('[control]\ntcp_endpoint = "tcp://h:\u0661\u0662"\ntcp_feed = "tcp://h:1"\n',
                        "/etc/dsd.toml", ENV)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (low severity: load_settings decodes strict UTF-8, so only a direct caller of "
-    "parse_settings can pass one): a lone surrogate in an ipc:// endpoint or in runtime_dir "
-    "makes dsd/config.py _is_endpoint (line 176) raise UnicodeEncodeError from address.encode()"))
 @pytest.mark.parametrize("text", ['[control]\nendpoint = "ipc://\ud800"\n', '[node]\nruntime_dir = "/run/\udcff"\n'],
                          ids=["endpoint", "runtime-dir"])
 def test_config_lone_surrogate_is_a_config_error(text: str) -> None:
