@@ -28,7 +28,6 @@ import datetime
 import json
 import math
 import os
-import socket
 import string
 import sys
 from dataclasses import asdict, fields
@@ -42,6 +41,7 @@ from dsd import commands, config, wire
 from dsd.commands import COMMANDS, MAX_REQUEST, MAX_RID, RequestError
 from dsd.config import ConfigError, Settings, parse_settings, render_settings
 from dsd.wire import HEADER, MAX_DATAGRAM, MAX_INT, MAX_TEXT, MESSAGE_TYPES, STATES, WireError
+from tests.unit.test_config import DEFAULTS, ENV
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=150)
 
@@ -683,19 +683,7 @@ def test_error_replies_echo_a_valid_rid(payload: bytes, code: str) -> None:
 
 # =================================================================== config: the TOML file
 
-# The environment of a systemd service, as in test_config.py.
-ENV = {"RUNTIME_DIRECTORY": "/run/dsd", "STATE_DIRECTORY": "/var/lib/dsd", "HOME": "/home/op"}
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "node": {"name": socket.gethostname(), "priority": 100, "runtime_dir": "/run/dsd", "state_dir": "/var/lib/dsd"},
-    "cluster": {"group": "239.255.77.1", "port": 5008, "interface": "", "ttl": 1},
-    "timing": {"heartbeat_interval": 0.2, "failure_timeout": 1.0, "discovery_timeout": 0.2},
-    "election": {"preempt": True},
-    "control": {"endpoint": "ipc:///run/dsd/dsd.ctl", "feed": "ipc:///run/dsd/dsd.feed",
-                "tcp_endpoint": "", "tcp_feed": ""},
-    "chat": {"peer_endpoint": "", "client_timeout": 10.0, "max_message": 4096, "rate": 20.0,
-             "burst": 50, "retention": 100_000},
-    "log": {"level": "info"},
-}
+# The environment of a systemd service and the defaults under it: test_config.py's.
 KEYS = {(key.section, key.name): key for key in config._KEYS}
 SOURCES = st.sampled_from(["/etc/dsd.toml", None, "dsd.toml", "/tmp/my dsd/ünï.toml", "C:\\dsd.toml"])
 # No surrogates: a file read by load_settings is strict UTF-8 and cannot contain one (see the
