@@ -9,8 +9,11 @@ only through :meth:`FakeChat.call`, which runs a function in that thread.
 Faults, per daemon: ``faults[cmd]`` is a list of one-shot actions for the next requests of
 ``cmd`` (an error code to answer with, ``"drop"`` (no answer), ``"lose_reply"`` (done, no
 answer), ``"crash_before"`` / ``"crash_after"`` (the daemon closes without answering,
-before or after doing it)); ``always[cmd]`` is an error code for every request of ``cmd``;
-``frozen`` answers nothing; ``unpublished`` holds seqs its feed skips.
+before or after doing it)); ``faults["chat.send TEXT"]``, the same for the next sends of
+that text only (a client may send a line again when its reply is slow, so a fault meant for
+a later line must not be taken by a repeat of an earlier one); ``always[cmd]`` is an error
+code for every request of ``cmd``; ``frozen`` answers nothing; ``unpublished`` holds seqs
+its feed skips.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class FakeChat:
         self._calls.put((function, future))
         with self._wake_lock:
             self._wake_out.send(b"")
-        return future.result(timeout=10)
+        return future.result(timeout=60)  # generous: a loaded machine may starve this thread
 
     def entries(self) -> list[dict[str, Any]]:
         return self.call(lambda: [dict(entry) for entry in self.log])
@@ -149,7 +152,7 @@ class FakeChat:
                 if not daemon.closed:
                     daemon.close()
         self.call(stop)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=60)
         self._wake_in.close(linger=0)
         self._wake_out.close(linger=0)
         self._context.term()
@@ -194,7 +197,7 @@ class FakeChat:
         request = json.loads(payload)
         cmd, args = request["cmd"], request.get("args", {})
         daemon.requests.append((cmd, args))
-        pending = daemon.faults.get(cmd)
+        pending = daemon.faults.get(f"{cmd} {args.get('text')}") or daemon.faults.get(cmd)
         action = pending.pop(0) if pending else daemon.always.get(cmd)
         if daemon.frozen or action == "drop":
             return
