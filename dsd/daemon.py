@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config_path = find_config_path(args.config)
-        settings = load_settings(args.config)
+        if config_path is not None:
+            config_path = os.path.abspath(config_path)  # --daemon changes to /; SIGHUP reloads this path
+        settings = load_settings(config_path)
     except ConfigError as error:
         print(f"dsd: {error}", file=sys.stderr)
         return EXIT_FAILED

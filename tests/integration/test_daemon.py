@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -331,3 +332,13 @@ def test_a_manager_that_stops_reading_notifications_does_not_stall_the_daemon(ma
     finally:
         probe.close()
         wedged.close()
+
+
+def test_a_relative_config_path_is_made_absolute(make_cluster):
+    """`dsd --daemon` changes to /, so a relative -c path would break SIGHUP and `dsctl info`."""
+    daemon = make_cluster(1).add("solo", start=False)
+    relative = os.path.relpath(daemon.config, daemon.dir.parent)
+    result = subprocess.run([sys.executable, "-m", "dsd", "-c", relative, "--check-config"],
+                            cwd=daemon.dir.parent, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result
+    assert f'from "{daemon.config}"' in result.stdout.splitlines()[0]
