@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -181,15 +182,22 @@ def reply(rid: str | None, result: dict[str, Any] | None = None, error: tuple[st
     return json.dumps(body).encode()
 
 
-def handle(daemon: Daemon, payload: bytes, envelope: list[bytes]) -> bytes | None:
-    """One request in, its reply out (None: the daemon answers later); never raises for bad input."""
+def handle(daemon: Daemon, payload: bytes, envelope: list[bytes], refused: Counter[str] | None = None) -> bytes | None:
+    """One request in, its reply out (None: the daemon answers later); never raises for bad input.
+
+    Each refusal is counted in `refused` by its error code (`dsctl stats`).
+    """
     rid = None
     try:
         command, args, rid = parse_request(payload)
         result = command.run(daemon, Request(envelope, rid), args)
         return None if result is None else reply(rid, result)
     except RequestError as error:
+        if refused is not None:
+            refused[error.code] += 1
         return reply(error.rid, error=(error.code, error.message))
     except Exception as error:  # a bug in one command must not take the control socket down
         log.exception("control request failed")
+        if refused is not None:
+            refused["internal"] += 1
         return reply(rid, error=("internal", f"internal error: {error}"))

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -95,6 +96,7 @@ class Service:
         self.datagrams_received = 0
         self.datagrams_rejected = 0
         self.link_messages_rejected = 0
+        self.requests_refused: Counter[str] = Counter()  # by error code
         self.chat_held = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
@@ -222,7 +224,7 @@ class Service:
             self.stop()
 
     def _on_request(self, payload: bytes, envelope: list[bytes]) -> bytes | None:
-        return commands.handle(self, payload, envelope)
+        return commands.handle(self, payload, envelope, self.requests_refused)
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -241,6 +243,8 @@ class Service:
                 self.links.send(action.to, linkwire.encode(action.message))
             elif isinstance(action, Reply):
                 request: commands.Request = action.request
+                if action.error:
+                    self.requests_refused[action.error[0]] += 1
                 self.control.reply(request.envelope, commands.reply(request.rid, action.result, action.error))
             elif isinstance(action, Publish):
                 self.feed.publish(action.topic, action.event)
@@ -310,6 +314,7 @@ class Service:
             "leader_changes": counters.leader_changes,
             "pauses_detected": counters.pauses_detected,
             "control_requests": self.control.requests,
+            "control_requests_refused": self._refusals(),
             "link_messages_sent": self.links.sent,
             "link_messages_received": self.links.received,
             "link_messages_dropped": self.links.dropped,
@@ -325,6 +330,11 @@ class Service:
             "events_published": self.feed.published,
             "uptime": round(time.time() - self.started, 3),
         }
+
+    def _refusals(self) -> dict[str, int]:
+        """Control requests refused, by the error code replied (a malformed envelope is a bad_request)."""
+        refused = self.requests_refused + Counter(bad_request=self.control.rejected)
+        return dict(sorted(refused.items()))
 
     def elect(self) -> dict[str, Any]:
         self._apply(self.node.request_election(self.loop.time()))
