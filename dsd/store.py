@@ -7,6 +7,11 @@ same (retention included) for tests and for a daemon without a state_dir.
 
 Presence is kept apart from the entries, so ``users()`` stays right after retention has
 trimmed the join entry that made someone present.
+
+The log need not start at seq 1: its *base* is the last entry before the first retained one
+(seq, term, and who was present after it). Retention moves the base forward as it trims;
+`install` sets it from a snapshot when a daemon must catch up on entries the others no
+longer keep, and the log then continues at base + 1.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -23,7 +29,7 @@ Entry = dict[str, Any]
 FIELDS = ("seq", "term", "kind", "user", "text", "id", "server", "session", "time")
 KINDS = ("message", "join", "leave", "timeout")
 FILENAME = "chat.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the base table and the presence at the base
 APPLICATION_ID = 0x44534443  # "DSDC" in the file header: this file is a dsd chat store
 MAX_SLACK = 1000
 
@@ -31,19 +37,36 @@ _KEYS = frozenset(FIELDS)
 _COLUMNS = ", ".join(FIELDS)
 _PLACEHOLDERS = ", ".join("?" * len(FIELDS))
 _INSERT = f"INSERT INTO entries ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"
-_SET_PRESENCE = f"INSERT OR REPLACE INTO presence ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"
 _READ = f"SELECT {_COLUMNS} FROM entries WHERE seq > ? ORDER BY seq LIMIT ?"
 _ENTRY_COLUMNS = """
     term INTEGER NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL, id TEXT NOT NULL,
     server TEXT NOT NULL, session TEXT NOT NULL, time REAL NOT NULL"""
-_SCHEMA = (
+_SCHEMA_1 = (
     f"CREATE TABLE entries (seq INTEGER PRIMARY KEY, user TEXT NOT NULL, {_ENTRY_COLUMNS})",
     "CREATE INDEX entries_user_id ON entries (user, id)",
     f"CREATE TABLE presence (user TEXT PRIMARY KEY, seq INTEGER NOT NULL, {_ENTRY_COLUMNS})",
     f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+# One row; term is NULL when the presence at the base is unknown (a version 1 file that had
+# trimmed already: it cannot serve snapshots until it installs one itself).
+_SCHEMA_2 = (
+    "CREATE TABLE base (seq INTEGER NOT NULL, term INTEGER)",
+    f"CREATE TABLE base_presence (user TEXT PRIMARY KEY, seq INTEGER NOT NULL, {_ENTRY_COLUMNS})",
 )
 _row = itemgetter(*FIELDS)
+
+
+@dataclass(frozen=True)
+class Base:
+    """Where the retained log starts from: the entry before the first retained one.
+
+    ``seq`` and ``term`` are that entry's (0, 0 for an untrimmed log); ``users`` is who was
+    present after it: user -> the join entry that made them present, in seq order.
+    """
+
+    seq: int
+    term: int
+    users: dict[str, Entry]
 
 
 class StoreError(Exception):
@@ -67,10 +90,21 @@ class Store(Protocol):
         """The newest `limit` retained entries, oldest first."""
 
     def last_seq(self) -> int:
-        """The seq of the last entry appended, 0 when there is none."""
+        """The seq of the last entry appended (or the base's), 0 when there is none."""
+
+    def last_term(self) -> int:
+        """The term of the last entry appended (or the base's), 0 when there is none."""
 
     def first_seq(self) -> int:
         """The oldest retained seq, or last_seq() + 1 when nothing is retained."""
+
+    def base(self) -> Base | None:
+        """The base the retained entries continue from; None when it is not known."""
+
+    def install(self, base: Base) -> None:
+        """Replace everything by a snapshot: no entries, `base.users` present, the log
+        continuing at base.seq + 1. Raises ValueError, changing nothing, on a malformed base.
+        """
 
     def find(self, user: str, id: str) -> int | None:
         """The seq of the newest retained entry with this (user, id): dedupes retried sends."""
@@ -113,6 +147,35 @@ def _check_batch(entries: list[Entry], last_seq: int) -> None:
             raise ValueError(f"entry {expected}: unknown kind {entry['kind']!r}")
 
 
+def _check_base(base: Base) -> None:
+    if type(base.seq) is not int or type(base.term) is not int or base.seq < 0 or base.term < 0:
+        raise ValueError(f"base seq {base.seq!r} and term {base.term!r} must be integers >= 0")
+    for user, join in base.users.items():
+        if join.keys() != _KEYS or join["kind"] != "join" or join["user"] != user:
+            raise ValueError(f"the presence of {user!r} is not a join entry of that user")
+        if type(join["seq"]) is not int or not 0 < join["seq"] <= base.seq:
+            raise ValueError(f"the join of {user!r} at seq {join['seq']!r} is not before the base {base.seq}")
+
+
+def _presence_changes(entries: Iterable[Entry]) -> dict[str, Entry | None]:
+    """What `entries` do to presence: user -> their latest join, or None if they left."""
+    changes: dict[str, Entry | None] = {}
+    for entry in entries:
+        if entry["kind"] == "join":
+            changes.pop(entry["user"], None)  # re-insert: joins stay in seq order
+            changes[entry["user"]] = entry
+        elif entry["kind"] != "message":
+            changes[entry["user"]] = None
+    return changes
+
+
+def _apply(users: dict[str, Entry], changes: dict[str, Entry | None]) -> None:
+    for user, join in changes.items():
+        users.pop(user, None)
+        if join is not None:
+            users[user] = dict(join)
+
+
 def _entries(rows: Iterable[tuple[Any, ...]]) -> list[Entry]:
     return [dict(zip(FIELDS, row)) for row in rows]
 
@@ -130,34 +193,34 @@ class MemoryStore:
     def __init__(self, retention: int) -> None:
         self._retention = _check_retention(retention)
         self._slack = retention_slack(retention)
-        self._entries: list[Entry] = []  # contiguous: _entries[i]["seq"] == _first + i
-        self._first = 1
+        self._entries: list[Entry] = []  # contiguous: _entries[i]["seq"] == _base.seq + 1 + i
+        self._base = Base(0, 0, {})
         self._ids: dict[tuple[str, str], int] = {}
         self._users: dict[str, Entry] = {}
 
     def append(self, entries: list[Entry]) -> None:
         _check_batch(entries, self.last_seq())
-        for entry in map(dict, entries):
-            self._entries.append(entry)
+        entries = [dict(entry) for entry in entries]
+        self._entries += entries
+        for entry in entries:
             self._ids[entry["user"], entry["id"]] = entry["seq"]
-            if entry["kind"] == "join":
-                self._users.pop(entry["user"], None)  # re-insert: users() is in seq order
-                self._users[entry["user"]] = entry
-            elif entry["kind"] != "message":
-                self._users.pop(entry["user"], None)
-        first = _kept_from(self._first, self.last_seq(), self._retention, self._slack)
-        trimmed = first - self._first
-        for entry in self._entries[:trimmed]:
+        _apply(self._users, _presence_changes(entries))
+        first = _kept_from(self.first_seq(), self.last_seq(), self._retention, self._slack)
+        trimmed, self._entries = self._entries[:first - self.first_seq()], self._entries[first - self.first_seq():]
+        if not trimmed:
+            return
+        for entry in trimmed:
             key = entry["user"], entry["id"]
             if self._ids.get(key) == entry["seq"]:
                 del self._ids[key]
-        del self._entries[:trimmed]
-        self._first = first
+        users = dict(self._base.users)
+        _apply(users, _presence_changes(trimmed))
+        self._base = Base(trimmed[-1]["seq"], trimmed[-1]["term"], users)
 
     def read(self, after: int, limit: int) -> list[Entry]:
         if limit <= 0:
             return []
-        start = max(after + 1 - self._first, 0)
+        start = max(after - self._base.seq, 0)
         return [dict(entry) for entry in self._entries[start:start + limit]]
 
     def latest(self, limit: int) -> list[Entry]:
@@ -166,10 +229,24 @@ class MemoryStore:
         return [dict(entry) for entry in self._entries[-limit:]]
 
     def last_seq(self) -> int:
-        return self._first + len(self._entries) - 1
+        return self._base.seq + len(self._entries)
+
+    def last_term(self) -> int:
+        return self._entries[-1]["term"] if self._entries else self._base.term
 
     def first_seq(self) -> int:
-        return self._first
+        return self._base.seq + 1
+
+    def base(self) -> Base:
+        return Base(self._base.seq, self._base.term, {user: dict(join) for user, join in self._base.users.items()})
+
+    def install(self, base: Base) -> None:
+        _check_base(base)
+        users = {join["user"]: dict(join) for join in sorted(base.users.values(), key=itemgetter("seq"))}
+        self._base = Base(base.seq, base.term, users)
+        self._entries = []
+        self._ids = {}
+        self._users = {user: dict(join) for user, join in users.items()}
 
     def find(self, user: str, id: str) -> int | None:
         return self._ids.get((user, id))
@@ -211,8 +288,9 @@ class SqliteStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             empty = self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
             if application_id == 0 and version == 0 and empty:
-                for statement in _SCHEMA:
+                for statement in _SCHEMA_1 + _SCHEMA_2:
                     self._db.execute(statement)
+                self._db.execute("INSERT INTO base (seq, term) VALUES (0, 0)")
             elif application_id != APPLICATION_ID:
                 raise StoreError(f"{self.path}: not a dsd chat store")
             elif version > SCHEMA_VERSION:
@@ -220,13 +298,27 @@ class SqliteStore:
                     f"{self.path}: chat store schema version {version} is newer than this dsd's "
                     f"({SCHEMA_VERSION}); upgrade dsd or move the file away"
                 )
-            first, last = self._db.execute("SELECT MIN(seq), MAX(seq) FROM entries").fetchone()
-            self._last = last or 0
-            self._first = first or 1
+            elif version == 1:
+                self._upgrade_from_1()
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            base_seq, base_term = self._db.execute("SELECT seq, term FROM base").fetchone()
+            last = self._db.execute("SELECT seq, term FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            self._base_seq, self._base_term = base_seq, base_term
+            self._last, self._last_term = last or (base_seq, base_term or 0)
             self._trim()
         # Only now: never switch the journal of a file that turned out not to be ours.
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
+
+    def _upgrade_from_1(self) -> None:
+        """Add the base; the presence at it is known only if nothing was trimmed yet."""
+        for statement in _SCHEMA_2:
+            self._db.execute(statement)
+        first = self._db.execute("SELECT MIN(seq) FROM entries").fetchone()[0]
+        if first is None or first == 1:
+            self._db.execute("INSERT INTO base (seq, term) VALUES (0, 0)")
+        else:
+            self._db.execute("INSERT INTO base (seq, term) VALUES (?, NULL)", (first - 1,))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -239,35 +331,54 @@ class SqliteStore:
         self._db.execute("COMMIT")
 
     def _trim(self) -> None:
-        """Delete what retention no longer keeps; inside a transaction."""
-        first = _kept_from(self._first, self._last, self._retention, self._slack)
-        if first != self._first:
-            self._db.execute("DELETE FROM entries WHERE seq < ?", (first,))
-            self._first = first
+        """Delete what retention no longer keeps, moving the base forward; inside a transaction."""
+        first = _kept_from(self._base_seq + 1, self._last, self._retention, self._slack)
+        if first == self._base_seq + 1:
+            return
+        if self._base_term is not None:
+            trimmed = _entries(self._db.execute(
+                f"SELECT {_COLUMNS} FROM entries WHERE seq < ? AND kind != 'message' ORDER BY seq", (first,)
+            ))
+            self._set_presence("base_presence", _presence_changes(trimmed))
+            self._base_term = self._db.execute("SELECT term FROM entries WHERE seq = ?", (first - 1,)).fetchone()[0]
+        self._base_seq = first - 1
+        self._db.execute("UPDATE base SET seq = ?, term = ?", (self._base_seq, self._base_term))
+        self._db.execute("DELETE FROM entries WHERE seq < ?", (first,))
+
+    def _set_presence(self, table: str, changes: dict[str, Entry | None]) -> None:
+        gone = [(user,) for user, join in changes.items() if join is None]
+        self._db.executemany(f"DELETE FROM {table} WHERE user = ?", gone)
+        joined = [_row(join) for join in changes.values() if join is not None]
+        self._db.executemany(f"INSERT OR REPLACE INTO {table} ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", joined)
 
     def append(self, entries: list[Entry]) -> None:
         _check_batch(entries, self._last)
         if not entries:
             return
-        present: dict[str, Entry | None] = {}  # user -> their join, or None if now absent
-        for entry in entries:
-            if entry["kind"] == "join":
-                present[entry["user"]] = entry
-            elif entry["kind"] != "message":
-                present[entry["user"]] = None
-        first, last = self._first, self._last
+        saved = self._base_seq, self._base_term, self._last, self._last_term
         try:
             with self._transaction():
                 self._db.executemany(_INSERT, map(_row, entries))
-                gone = [(user,) for user, join in present.items() if join is None]
-                self._db.executemany("DELETE FROM presence WHERE user = ?", gone)
-                joined = [_row(join) for join in present.values() if join is not None]
-                self._db.executemany(_SET_PRESENCE, joined)
-                self._last = entries[-1]["seq"]
+                self._set_presence("presence", _presence_changes(entries))
+                self._last, self._last_term = entries[-1]["seq"], entries[-1]["term"]
                 self._trim()
         except BaseException:
-            self._first, self._last = first, last
+            self._base_seq, self._base_term, self._last, self._last_term = saved
             raise
+
+    def install(self, base: Base) -> None:
+        _check_base(base)
+        joins: dict[str, Entry | None] = {
+            join["user"]: join for join in sorted(base.users.values(), key=itemgetter("seq"))
+        }
+        with self._transaction():
+            self._db.execute("DELETE FROM entries")
+            for table in ("presence", "base_presence"):
+                self._db.execute(f"DELETE FROM {table}")
+                self._set_presence(table, joins)
+            self._db.execute("UPDATE base SET seq = ?, term = ?", (base.seq, base.term))
+        self._base_seq, self._base_term = base.seq, base.term
+        self._last, self._last_term = base.seq, base.term
 
     def read(self, after: int, limit: int) -> list[Entry]:
         if limit <= 0:  # SQLite reads a negative LIMIT as none
@@ -283,8 +394,17 @@ class SqliteStore:
     def last_seq(self) -> int:
         return self._last
 
+    def last_term(self) -> int:
+        return self._last_term
+
     def first_seq(self) -> int:
-        return self._first
+        return self._base_seq + 1
+
+    def base(self) -> Base | None:
+        if self._base_term is None:
+            return None
+        users = _entries(self._db.execute(f"SELECT {_COLUMNS} FROM base_presence ORDER BY seq"))
+        return Base(self._base_seq, self._base_term, {join["user"]: join for join in users})
 
     def find(self, user: str, id: str) -> int | None:
         row = self._db.execute(

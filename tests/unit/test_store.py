@@ -12,6 +12,7 @@ import pytest
 
 from dsd.store import (
     FIELDS,
+    Base,
     FILENAME,
     SCHEMA_VERSION,
     Entry,
@@ -267,6 +268,73 @@ def test_last_seq_users_and_find_survive_trimming(make: Make) -> None:
     assert store.last_seq() == 101
 
 
+# ----------------------------------------------------------------------- base
+
+
+def test_base_of_an_untrimmed_store_is_the_start(make: Make) -> None:
+    store = make(10)
+    assert store.base() == Base(0, 0, {})
+    store.append([entry(1, kind="join")] + messages(2, 11))
+    assert store.base() == Base(0, 0, {})
+    assert store.last_term() == 3
+
+
+def test_trimming_moves_the_base_with_the_presence_after_it(make: Make) -> None:
+    store = make(10)  # slack 1: the 12th entry trims back to 3..12
+    alice, bob, carol = entry(1, kind="join"), entry(5, kind="join", user="bob"), entry(2, kind="join", user="carol")
+    store.append([alice, {**carol, "term": 2}, entry(3, kind="leave", user="carol")])
+    store.append(messages(4, 4) + [bob] + messages(6, 12))
+    assert store.first_seq() == 3
+    assert store.base() == Base(2, 2, {"alice": alice, "carol": {**carol, "term": 2}})  # her leave is seq 3
+    store.append(messages(13, 13))
+    assert store.base().seq == 2  # within the slack: no trim
+    store.append(messages(14, 14))
+    assert store.base() == Base(4, 3, {"alice": alice})
+    store.append(messages(15, 16))
+    assert store.base() == Base(6, 3, {"alice": alice, "bob": bob})
+    assert list(store.base().users) == ["alice", "bob"]
+
+
+def test_install_replaces_the_log_by_a_snapshot_and_the_log_continues_after_it(make: Make) -> None:
+    store = make(10)
+    store.append([entry(1, kind="join", user="old")] + messages(2, 5))
+    alice, bob = entry(90, kind="join"), entry(40, kind="join", user="bob")
+    store.install(Base(100, 7, {"alice": alice, "bob": bob}))
+    assert (store.first_seq(), store.last_seq(), store.last_term()) == (101, 100, 7)
+    assert store.read(0, BIG) == store.latest(BIG) == []
+    assert store.find("alice", "id3") is None
+    assert list(store.users()) == ["bob", "alice"]  # in seq order
+    assert store.base() == Base(100, 7, {"bob": bob, "alice": alice})
+    with pytest.raises(ValueError, match="gap"):
+        store.append([entry(100)])
+    store.append([entry(101, kind="leave", user="bob")] + messages(102, 111))
+    assert seqs(store.read(50, 3)) == [101, 102, 103]  # below the first retained: what is retained
+    assert store.users() == {"alice": alice}
+    store.append(messages(112, 112))  # trims 101, bob's leave, into the base
+    assert store.base() == Base(102, 3, {"alice": alice})
+
+
+BAD_BASES = {
+    "negative seq": Base(-1, 0, {}),
+    "negative term": Base(5, -1, {}),
+    "bool seq": Base(True, 0, {}),  # type: ignore[arg-type]
+    "not a join": Base(5, 1, {"alice": entry(3)}),
+    "join after the base": Base(5, 1, {"alice": entry(6, kind="join")}),
+    "another user's join": Base(5, 1, {"bob": entry(3, kind="join")}),
+    "missing key": Base(5, 1, {"alice": {k: v for k, v in entry(3, kind="join").items() if k != "time"}}),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_BASES.values(), ids=BAD_BASES.keys())
+def test_install_refuses_a_bad_base_and_changes_nothing(make: Make, bad: Base) -> None:
+    store = make(10)
+    store.append([entry(1, kind="join")] + messages(2, 3))
+    before = store.read(0, BIG), store.users(), store.base(), store.last_seq()
+    with pytest.raises(ValueError):
+        store.install(bad)
+    assert (store.read(0, BIG), store.users(), store.base(), store.last_seq()) == before
+
+
 # ----------------------------------------------------------------------- find
 
 
@@ -469,6 +537,64 @@ def test_last_seq_survives_reopen_after_everything_old_was_trimmed(path: str) ->
         assert (store.first_seq(), store.last_seq()) == (500, 500)
         store.append(messages(501, 501))
         assert retained(store) == [501]
+    finally:
+        store.close()
+
+
+def test_installed_snapshot_survives_reopen(path: str) -> None:
+    store = SqliteStore(path, 10)
+    store.append(messages(1, 5))
+    alice = entry(90, kind="join")
+    store.install(Base(100, 7, {"alice": alice}))
+    store.close()
+    store = SqliteStore(path, 10)
+    try:
+        assert (store.first_seq(), store.last_seq(), store.last_term()) == (101, 100, 7)
+        assert store.base() == Base(100, 7, {"alice": alice})
+        assert store.users() == {"alice": alice} and store.read(0, BIG) == []
+        store.append(messages(101, 102))
+        assert retained(store) == [101, 102]
+    finally:
+        store.close()
+
+
+def version_1_file(path: str, entries: list[Entry], first: int) -> None:
+    """A store as dsd wrote it before the base table (schema version 1), retaining `first`.. only."""
+    store = SqliteStore(path, BIG)
+    store.append(entries)
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE base")
+    db.execute("DROP TABLE base_presence")
+    db.execute("DELETE FROM entries WHERE seq < ?", (first,))
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+
+def test_an_untrimmed_version_1_file_is_upgraded_with_its_base(path: str) -> None:
+    version_1_file(path, [entry(1, kind="join")] + messages(2, 20), 1)
+    store = SqliteStore(path, 10)
+    try:
+        assert store.base() == Base(10, 3, {"alice": entry(1, kind="join")})  # trimmed on opening
+        assert retained(store) == list(range(11, 21))
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    db.close()
+
+
+def test_a_trimmed_version_1_file_keeps_its_entries_but_has_no_base_until_it_installs_one(path: str) -> None:
+    version_1_file(path, messages(1, 30), 11)
+    store = SqliteStore(path, 10)
+    try:
+        assert store.base() is None
+        assert (store.first_seq(), store.last_seq(), store.last_term()) == (21, 30, 3)
+        store.append(messages(31, 40))
+        assert store.base() is None and store.first_seq() > 21
+        store.install(Base(50, 4, {}))
+        assert store.base() == Base(50, 4, {})
     finally:
         store.close()
 
