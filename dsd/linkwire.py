@@ -3,7 +3,9 @@
 The chat log travels here, not over multicast: the leader replicates entries to the
 followers (APPEND/ACK), followers forward their clients' proposals to the leader
 (FORWARD/RESULT), and a new leader gathers the survivors' logs before it sequences
-anything (GATHER/STATUS, then FETCH/ENTRIES from the most advanced one).
+anything (GATHER/STATUS, then FETCH/ENTRIES from the most advanced one). A daemon that
+needs entries its source no longer retains gets a SNAPSHOT first: where the retained
+log starts and who is present there.
 
 A message is one JSON object with ``"t"`` naming its type; every message carries the
 sender's name and the election term it belongs to. Decoding is strict, as in
@@ -127,9 +129,29 @@ class Entries:
     entries: list[Entry]
 
 
-LinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Fetch, Entries]
+@dataclass(frozen=True)
+class Snapshot:
+    """Leader or FETCH source -> a daemon behind its retained history: the log goes on after
+    ``base`` (an entry of ``base_term``) with ``total`` users present there.
+
+    The presence table comes in parts of at most MAX_BATCH join entries that fit one link
+    message each, ``users`` starting at index ``offset`` of the table (in seq order); the
+    receiver installs once it holds all ``total``, then takes entries after ``base`` as usual.
+    """
+
+    TYPE: ClassVar[str] = "snapshot"
+    src: str
+    term: int
+    base: int
+    base_term: int
+    offset: int
+    total: int
+    users: list[Entry]
+
+
+LinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Fetch, Entries, Snapshot]
 LINK_TYPES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Forward, Result, Append, Ack, Gather, Status, Fetch, Entries)
+    cls.TYPE: cls for cls in (Forward, Result, Append, Ack, Gather, Status, Fetch, Entries, Snapshot)
 }
 
 
@@ -159,7 +181,20 @@ def decode(data: bytes) -> LinkMessage:
     """Parse one link message; raises LinkError for anything that is not valid."""
     if len(data) > MAX_LINK_MESSAGE:
         raise LinkError(f"link message of {len(data)} bytes exceeds {MAX_LINK_MESSAGE}")
-    return decode_object(data, LINK_TYPES, _check_field, LinkError)
+    message = decode_object(data, LINK_TYPES, _check_field, LinkError)
+    if isinstance(message, Snapshot):
+        _check_snapshot(message)
+    return message
+
+
+def _check_snapshot(message: Snapshot) -> None:
+    """What no single field shows: the part lies within the table, the joins before the base."""
+    if message.offset + len(message.users) > message.total:
+        raise LinkError("snapshot: users beyond total")
+    if any(join["seq"] > message.base or join["term"] > message.base_term for join in message.users):
+        raise LinkError("snapshot: a join after the base")
+    if len({join["user"] for join in message.users}) != len(message.users):
+        raise LinkError("snapshot: a user twice")
 
 
 def _is_count(value: object) -> bool:
@@ -171,6 +206,8 @@ def _check_field(kind: str, name: str, value: object) -> None:
         ok = isinstance(value, str) and NAME_PATTERN.match(value) is not None
     elif name == "entries":
         ok = _is_batch(value) and all(_is_record(e, ENTRY_KEYS) for e in value)  # type: ignore[union-attr]
+    elif name == "users":
+        ok = _is_batch(value) and all(_is_join(j) for j in value)  # type: ignore[union-attr]
     elif name == "proposals":
         ok = _is_batch(value) and all(_is_record(p, PROPOSAL_KEYS) for p in value)  # type: ignore[union-attr]
     elif name == "results":
@@ -190,6 +227,10 @@ def _is_record(record: object, keys: tuple[str, ...]) -> bool:
     if not isinstance(record, dict) or set(record) != set(keys):
         return False
     return all(_record_field_ok(key, record[key]) for key in keys)
+
+
+def _is_join(record: object) -> bool:
+    return _is_record(record, ENTRY_KEYS) and record["kind"] == "join"  # type: ignore[index]
 
 
 def _record_field_ok(key: str, value: object) -> bool:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from dsd import linkwire
 from dsd.linkwire import (
     ENTRY_KEYS, LINK_TYPES, MAX_BATCH, MAX_LINK_MESSAGE, MAX_TEXT_BYTES, PROPOSAL_KEYS, Ack, Append,
-    Entries, Fetch, Forward, Gather, LinkError, Result, Status, decode, encode,
+    Entries, Fetch, Forward, Gather, LinkError, Result, Snapshot, Status, decode, encode,
 )
 from dsd.wire import MAX_INT
 
@@ -44,6 +44,8 @@ SAMPLES = [
     Status("h1", 4, 6, 8, 3),
     Fetch("h2", 4, 6),
     Entries("h1", 4, [entry(seq=7, term=3)]),
+    Snapshot("h2", 4, 900, 3, 0, 2, [entry(seq=12, kind="join", text=""),
+                                     entry(seq=40, user="bob", id="join-b-1", kind="join", text="rejoined")]),
 ]
 LONG = "N" * 64
 BIG_ENTRY = entry(seq=MAX_INT, term=MAX_INT, user="u" * 32, id="i" * 64, server=LONG, session="s" * 64,
@@ -60,9 +62,13 @@ EXTREMES = [
     Fetch(LONG, MAX_INT, MAX_INT),
     Entries("a", 0, [entry(seq=i, time=0) for i in range(1, MAX_BATCH + 1)]),
     Entries("a", 0, [entry(text="\u2603\U0001f600 \x00\n\"\\", user="\u00e9lodie", time=0.0)]),
+    Snapshot(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT, MAX_INT, []),
+    Snapshot("a", 0, 0, 0, 0, 0, []),
+    Snapshot("a", 1, MAX_BATCH, 1, 0, MAX_BATCH,
+             [entry(seq=i, user=f"u{i}", kind="join", time=0) for i in range(1, MAX_BATCH + 1)]),
 ]
 COUNT_FIELDS = [(cls, f.name) for cls in LINK_TYPES.values() for f in fields(cls)
-                if f.name not in ("src", "entries", "proposals", "results")]
+                if f.name not in ("src", "entries", "proposals", "results", "users")]
 
 
 def body_of(message: Any) -> dict[str, Any]:
@@ -90,7 +96,9 @@ def rejected(data: bytes) -> LinkError:
 def test_every_message_type_is_sampled_and_registered() -> None:
     assert {type(m) for m in SAMPLES} == set(LINK_TYPES.values())
     assert {cls.TYPE for cls in LINK_TYPES.values()} == set(LINK_TYPES)
-    assert set(LINK_TYPES) == {"forward", "result", "append", "ack", "gather", "status", "fetch", "entries"}
+    assert set(LINK_TYPES) == {
+        "forward", "result", "append", "ack", "gather", "status", "fetch", "entries", "snapshot",
+    }
 
 
 @pytest.mark.parametrize("message", SAMPLES + EXTREMES, ids=lambda m: type(m).__name__)
@@ -179,7 +187,8 @@ def test_counts_must_be_ints_from_0_to_2_63_minus_1(cls: type, name: str, value:
 
 @pytest.mark.parametrize("cls,name", COUNT_FIELDS, ids=lambda x: x if isinstance(x, str) else x.TYPE)
 def test_counts_accept_both_limits(cls: type, name: str) -> None:
-    body = body_of(sample_of(cls))
+    # A snapshot part with no users and total MAX_INT lets each count alone take either limit.
+    body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, []) if cls is Snapshot else sample_of(cls))
     for value in (0, MAX_INT):
         assert getattr(decode(raw({**body, name: value})), name) == value
 
@@ -303,11 +312,44 @@ def test_append_entries_limit_is_the_same() -> None:
     rejected(raw({**body, "entries": [entry()] * (MAX_BATCH + 1)}))
 
 
-@pytest.mark.parametrize("name", ["entries", "proposals", "results"])
+@pytest.mark.parametrize("name", ["entries", "proposals", "results", "users"])
 def test_batches_must_be_lists(name: str) -> None:
     cls = next(c for c in LINK_TYPES.values() if name in {f.name for f in fields(c)})
     for value in (None, {}, "[]", 0, {"0": entry()}):
         rejected(raw({**body_of(sample_of(cls)), name: value}))
+
+
+# ----------------------------------------------------------------- snapshot
+
+
+def snapshot_body(**changes: object) -> dict[str, Any]:
+    return {**body_of(sample_of(Snapshot)), **changes}
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"total": 1}, "beyond total"),
+    ({"offset": 1}, "beyond total"),
+    ({"offset": MAX_INT, "total": MAX_INT}, "beyond total"),
+    ({"base": 39}, "after the base"),
+    ({"base_term": 0}, "after the base"),
+    ({"users": [entry(seq=1, kind="join")] * 2}, "twice"),
+    ({"users": [entry(seq=1, kind="join"), entry(seq=2, kind="join", id="j-2")]}, "twice"),
+])
+def test_snapshot_part_must_be_consistent(changes: dict[str, object], reason: str) -> None:
+    assert reason in str(rejected(raw(snapshot_body(**changes))))
+
+
+@pytest.mark.parametrize("user", [entry(), entry(kind="leave"), entry(kind="timeout"), proposal(kind="join"),
+                                  {**entry(kind="join"), "extra": 1}, entry(kind="join", user="_x"), None, []])
+def test_snapshot_users_are_join_entries(user: object) -> None:
+    assert "bad users" in str(rejected(raw(snapshot_body(users=[entry(seq=2, kind="join", user="zed"), user]))))
+
+
+def test_snapshot_part_size_limit_is_exact() -> None:
+    joins = [entry(seq=i, user=f"u{i}", kind="join") for i in range(1, MAX_BATCH + 2)]
+    body = snapshot_body(base=MAX_BATCH + 1, total=MAX_BATCH + 1)
+    assert len(decode(raw({**body, "users": joins[:MAX_BATCH]})).users) == MAX_BATCH
+    assert "bad users" in str(rejected(raw({**body, "users": joins})))
 
 
 # ----------------------------------------------------------------- results
@@ -417,6 +459,26 @@ def near_valid(draw: st.DrawFn) -> bytes:
 @given(near_valid())
 def test_mutated_valid_messages_decode_or_raise_link_error(data: bytes) -> None:
     decodes_or_link_error(data)
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    """Any consistent snapshot part: joins of distinct users, no later than the base."""
+    base, base_term = draw(st.integers(0, MAX_INT)), draw(st.integers(0, MAX_INT))
+    names = draw(st.lists(st.text("abcXYZ019._-", min_size=1, max_size=32).filter(lambda n: n[0] not in "._-"),
+                          max_size=6, unique=True))
+    users = [entry(user=name, kind="join", seq=draw(st.integers(0, base)), term=draw(st.integers(0, base_term)),
+                   text=draw(st.sampled_from(["", "rejoined"]))) for name in names]
+    offset = draw(st.integers(0, MAX_INT - len(users)))
+    total = draw(st.integers(offset + len(users), MAX_INT))
+    return Snapshot(draw(st.sampled_from(["a", LONG])), draw(st.integers(0, MAX_INT)), base, base_term,
+                    offset, total, users)
+
+
+@settings(max_examples=200, deadline=None)
+@given(snapshots())
+def test_every_consistent_snapshot_part_round_trips(message: Snapshot) -> None:
+    assert decode(encode(message)) == message
 
 
 def test_link_error_is_a_value_error() -> None:
