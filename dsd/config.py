@@ -59,6 +59,7 @@ class ClusterSettings:
     port: int
     interface: str
     ttl: int
+    secret_file: str
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,9 @@ _KEYS: tuple[_Key, ...] = (
                         "or an interface name of 1-15 characters of A-Z a-z 0-9 . _ : -"),
     _Key("cluster", "ttl", int, 1,
          _int_range(0, 255), "an integer from 0 to 255"),
+    _Key("cluster", "secret_file", str, "",
+         lambda v: v == "" or _is_absolute_path(v),
+         '"" (none: cluster traffic is not authenticated) or the absolute path of a key file'),
     _Key("timing", "heartbeat_interval", float, 0.2,
          _seconds_up_to(60.0), f"{_SECONDS}, more than 0 and at most 60"),
     _Key("timing", "failure_timeout", float, 1.0,

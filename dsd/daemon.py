@@ -17,6 +17,7 @@ import sys
 from typing import IO
 
 from dsd import __version__
+from dsd.auth import read_keyring
 from dsd.config import ConfigError, Settings, find_config_path, load_settings, render_settings
 from dsd.io.control import BindError
 from dsd.io.multicast import TransportError
@@ -96,7 +97,7 @@ def serve(settings: Settings, config_path: str | None, log_level: str | None) ->
 
     try:
         asyncio.run(main())
-    except (BindError, TransportError, StoreError) as error:
+    except (BindError, ConfigError, TransportError, StoreError) as error:
         logging.getLogger("dsd").error("%s", error)
         return EXIT_FAILED
     return EXIT_OK
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if config_path is not None:
             config_path = os.path.abspath(config_path)  # --daemon changes to /; SIGHUP reloads this path
         settings = load_settings(config_path)
+        read_keyring(settings.cluster.secret_file)  # checked here so that the error reaches the terminal
     except ConfigError as error:
         print(f"dsd: {error}", file=sys.stderr)
         return EXIT_FAILED

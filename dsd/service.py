@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq.asyncio
 
-from dsd import __version__, commands, linkwire, wire
+from dsd import __version__, auth, commands, linkwire, wire
 from dsd.config import ConfigError, Settings, load_settings
 from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
 from dsd.core.chat import Chat, ChatLimits
@@ -61,6 +61,9 @@ class Service:
         self.config_path = config_path
         self.log_level = log_level  # --log-level wins over the file, across reloads too
         self.loop = asyncio.get_running_loop()
+        self.keyring = auth.read_keyring(settings.cluster.secret_file)
+        self.sealer = auth.Sealer(self.keyring) if self.keyring else None
+        self.opener = auth.Opener(self.keyring) if self.keyring else None
         self.transport = transport or MulticastTransport(
             settings.cluster.group, settings.cluster.port, settings.cluster.interface, settings.cluster.ttl
         )
@@ -94,7 +97,7 @@ class Service:
         self.started = time.time()
         self.datagrams_sent = 0
         self.datagrams_received = 0
-        self.datagrams_rejected = 0
+        self.datagrams_rejected = dict.fromkeys(auth.REASONS, 0)
         self.link_messages_rejected = 0
         self.requests_refused: Counter[str] = Counter()  # by error code
         self.chat_held = False
@@ -121,6 +124,9 @@ class Service:
             self.settings.cluster.port, self.transport.local_address,
             self.settings.control.endpoint, self.settings.control.feed,
         )
+        if self.keyring is None:
+            log.warning("cluster traffic is not authenticated: anyone on the network can join or disrupt "
+                        "this cluster; set [cluster] secret_file (see README, Security)")
         log.info("chat: peer endpoint %s, history %s (last seq %d)",
                  self.links.endpoint, self.settings.node.state_dir, self.chat.commit)
         self.chat.start(self.loop.time())
@@ -157,6 +163,7 @@ class Service:
         self.notifier.reloading()
         try:
             fresh = load_settings(self.config_path)
+            keyring = auth.read_keyring(self.settings.cluster.secret_file)
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration: %s", error)
         else:
@@ -169,21 +176,30 @@ class Service:
             logging.getLogger().setLevel((self.log_level or fresh.log.level).upper())
             self.node.set_timing(timing_of(fresh), self.loop.time())
             self.chat.limits = chat_limits_of(fresh)
+            self._use_keyring(keyring)
             self.settings = _with_runtime(self.settings, fresh)
             self._rearm()
             log.info("reloaded %s", self.config_path or "built-in defaults")
         self.notifier.ready()
         self._update_status()
 
+    def _use_keyring(self, keyring: auth.Keyring | None) -> None:
+        """Keys re-read at reload: sign with the (maybe new) first key, verify with all of them."""
+        if keyring is None or keyring == self.keyring:
+            return
+        assert self.sealer is not None and self.opener is not None  # the same secret_file: it was set
+        self.keyring = self.sealer.keyring = self.opener.keyring = keyring
+        log.info("cluster keys reloaded: %d key(s)", len(keyring.keys))
+
     # ---------------------------------------------------------------- inputs
 
     def _on_datagram(self, data: bytes, address: str) -> None:
         self.datagrams_received += 1
         try:
-            message = wire.decode(data)
-        except wire.WireError as error:
-            self.datagrams_rejected += 1
-            log.debug("rejected a datagram from %s: %s", address, error)
+            message = self.opener.open(data) if self.opener else auth.decode_plain(data)
+        except auth.Rejected as error:
+            self.datagrams_rejected[error.reason] += 1
+            log.debug("rejected a datagram from %s (%s): %s", address, error.reason, error)
             return
         self._apply(self.node.receive(message, address, self.loop.time()))
         self._follow_view()
@@ -237,7 +253,7 @@ class Service:
         status_changed = False
         for action in actions:
             if isinstance(action, Send):
-                self.transport.send(wire.encode(action.message))
+                self.transport.send(self.sealer.seal(action.message) if self.sealer else wire.encode(action.message))
                 self.datagrams_sent += 1
             elif isinstance(action, Transmit):
                 self.links.send(action.to, linkwire.encode(action.message))
@@ -308,7 +324,8 @@ class Service:
         return {
             "datagrams_sent": self.datagrams_sent,
             "datagrams_received": self.datagrams_received,
-            "datagrams_rejected": self.datagrams_rejected + counters.messages_refused,
+            "datagrams_rejected": sum(self.datagrams_rejected.values()) + counters.messages_refused,
+            "datagrams_rejected_by_reason": {**self.datagrams_rejected, "refused": counters.messages_refused},
             "elections_started": counters.elections_started,
             "elections_won": counters.elections_won,
             "leader_changes": counters.leader_changes,

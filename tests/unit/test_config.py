@@ -36,7 +36,7 @@ ENV = {"RUNTIME_DIRECTORY": "/run/dsd", "STATE_DIRECTORY": "/var/lib/dsd", "HOME
 DEFAULTS = {
     "node": {"name": socket.gethostname(), "priority": 100,
              "runtime_dir": "/run/dsd", "state_dir": "/var/lib/dsd"},
-    "cluster": {"group": "239.255.77.1", "port": 5008, "interface": "", "ttl": 1},
+    "cluster": {"group": "239.255.77.1", "port": 5008, "interface": "", "ttl": 1, "secret_file": ""},
     "timing": {"heartbeat_interval": 0.2, "failure_timeout": 1.0, "discovery_timeout": 0.2},
     "election": {"preempt": True},
     "control": {"endpoint": "ipc:///run/dsd/dsd.ctl", "feed": "ipc:///run/dsd/dsd.feed",
@@ -48,7 +48,7 @@ DEFAULTS = {
 STATIC_DEFAULTS = {"priority", "group", "port", "interface", "ttl", "heartbeat_interval",
                    "failure_timeout", "discovery_timeout", "preempt", "level", "peer_endpoint",
                    "client_timeout", "max_message", "rate", "burst", "retention", "tcp_endpoint",
-                   "tcp_feed"}
+                   "tcp_feed", "secret_file"}
 
 
 def as_dict(s: Settings) -> dict[str, dict[str, object]]:
@@ -76,7 +76,7 @@ def test_no_file_gives_defaults() -> None:
     assert s.source is None
     assert s == Settings(
         node=NodeSettings(socket.gethostname(), 100, "/run/dsd", "/var/lib/dsd"),
-        cluster=ClusterSettings("239.255.77.1", 5008, "", 1),
+        cluster=ClusterSettings("239.255.77.1", 5008, "", 1, ""),
         timing=TimingSettings(0.2, 1.0, 0.2),
         election=ElectionSettings(True),
         control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed", "", ""),

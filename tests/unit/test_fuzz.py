@@ -764,6 +764,7 @@ GOOD: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("cluster", "port"): st.integers(1, 65535) | st.sampled_from([1, 65535]),
     ("cluster", "interface"): st.just("") | IPV4 | st.sampled_from(["eth0", "lo", "br-lan.5", "enp0s31f6:1"]),
     ("cluster", "ttl"): st.integers(0, 255) | st.sampled_from([0, 255]),
+    ("cluster", "secret_file"): st.just("") | ABSOLUTE,
     ("timing", "heartbeat_interval"): SECONDS,
     ("timing", "failure_timeout"): st.floats(min_value=0.6, max_value=1e300) | st.integers(1, 10**6),
     ("timing", "discovery_timeout"): SECONDS,

@@ -1,0 +1,231 @@
+"""An authenticated cluster: three daemons with a secret on private hosts, and a stranger on a fourth.
+
+The stranger sends forged, tampered and replayed datagrams into the group; each would
+change the view or the leader if it were believed, so "nothing changed and each was
+counted under its reason" is a real check. A daemon with another secret must not join.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from dsd import auth, wire
+from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
+from tests.netns import namespaces_unavailable
+
+STRANGER = 4
+KEY = bytes(range(1, 33))
+OTHER_KEY = bytes(range(101, 133))
+KEYRING = auth.Keyring((KEY,))
+
+
+def write_key_file(path: Path, key: bytes, mode: int = 0o600) -> str:
+    path.write_text(f"# test key\n{base64.b64encode(key).decode()}\n")
+    path.chmod(mode)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[Cluster]:
+    """Hosts a, b, c (priorities 101-103) with the secret, agreed on leader c; host 4 is free."""
+    with Cluster(4, use_namespaces=namespaces_unavailable() is None) as cluster:
+        key_file = write_key_file(cluster.workdir / "dsd.key", KEY)
+        for i, name in enumerate(["a", "b", "c"], start=1):
+            cluster.add(name, priority=100 + i, cluster={"secret_file": key_file})
+        cluster.wait_agreed("c")
+        yield cluster
+
+
+class Stranger:
+    """Sends datagrams from host 4, signing with the real key when asked (a test-side key holder)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.sealer = auth.Sealer(KEYRING)
+        self.flushes = 0
+
+    def signed_leave(self) -> tuple[bytes, str]:
+        """A signed LEAVE of a made-up node: each daemon publishes view.join then view.leave of it."""
+        self.flushes += 1
+        name = f"zz-flush-{self.flushes}"
+        return self.sealer.seal(wire.Leave(name, time.time_ns(), 0)), name
+
+    def mark(self) -> dict[str, Any]:
+        data, name = self.signed_leave()
+        self.cluster.send(STRANGER, [data])
+        return {"name": name}
+
+    def capture(self, count: int) -> list[bytes]:
+        """The next `count` signed datagrams on the group, as any host on the LAN can see them."""
+        net = self.cluster.net
+        interface = net.address(STRANGER) if net is not None else "127.0.0.1"
+        settings = self.cluster.cluster_settings
+        group, port = settings.get("group", "239.255.77.1"), settings.get("port", 5008)
+        result = self.cluster.run(STRANGER, [sys.executable, "-I", "-S", "-c", _SNIFFER, group,
+                                             str(port), interface, str(count), auth.HEADER.hex()])
+        assert result.returncode == 0, result.stderr
+        return [bytes.fromhex(d) for d in json.loads(result.stdout)]
+
+
+@pytest.fixture(scope="module")
+def stranger(secured: Cluster) -> Stranger:
+    return Stranger(secured)
+
+
+@pytest.fixture(scope="module")
+def feeds(secured: Cluster, stranger: Stranger) -> Iterator[dict[str, FeedWatcher]]:
+    watchers = {name: daemon.feed() for name, daemon in secured.daemons.items()}
+    try:
+        for watcher in watchers.values():
+            watcher.sync(stranger.mark)
+        yield watchers
+    finally:
+        for watcher in watchers.values():
+            watcher.close()
+
+
+def snapshot(cluster: Cluster, names: list[str]) -> dict[str, tuple[int, str | None, frozenset[str]]]:
+    result = {}
+    for name in names:
+        view = cluster.daemons[name].request("view")
+        result[name] = (view["term"], view["leader"], frozenset(s["name"] for s in view["servers"]))
+    return result
+
+
+def rejected(daemon: Daemon) -> dict[str, int]:
+    stats = daemon.request("stats")
+    by_reason = stats["datagrams_rejected_by_reason"]
+    assert sum(by_reason.values()) == stats["datagrams_rejected"], stats
+    return by_reason
+
+
+def send_and_flush(cluster: Cluster, stranger: Stranger, feeds: dict[str, FeedWatcher],
+                   datagrams: list[bytes]) -> list[dict[str, Any]]:
+    """Send `datagrams` then a signed LEAVE of a made-up node; returns the events the datagrams caused.
+
+    Once a daemon publishes the LEAVE's view.leave, it has judged everything sent before it.
+    """
+    first = {name: len(feed.drain()) for name, feed in feeds.items()}
+    flush, name = stranger.signed_leave()
+    cluster.send(STRANGER, datagrams + [flush])
+    seen = []
+    for daemon, feed in feeds.items():
+        feed.wait_for("view.leave", name=name, start=first[daemon])
+        events = feed.drain()[first[daemon]:]
+        changes = [(e["topic"], e.get("name")) for e in events if e["topic"] not in ("view.suspect", "view.alive")]
+        assert changes == [("view.join", name), ("view.leave", name)], events
+        seen += events
+    return seen
+
+
+def test_a_bad_secret_file_stops_dsd_at_start_with_one_line(secured: Cluster) -> None:
+    daemon = secured.add("x", host=STRANGER, start=False)
+    cases = {
+        write_key_file(secured.workdir / "open.key", KEY, 0o644): "group or others can access it (mode 0644); "
+                                                                   "run chmod 600",
+        str(secured.workdir / "missing.key"): "cannot read: No such file or directory",
+        write_key_file(secured.workdir / "short.key", KEY[:16]): "line 2: bad key: 16 bytes, at least 32",
+    }
+    for path, why in cases.items():
+        daemon.configure(cluster={"secret_file": path})
+        for args in ((), ("--check-config",)):
+            result = daemon.run(*args)
+            assert result.returncode == 1, result
+            assert result.stderr.startswith(f"dsd: {path}") and why in result.stderr, result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr
+    del secured.daemons["x"]
+
+
+def test_forged_tampered_and_replayed_datagrams_change_nothing(secured, stranger, feeds) -> None:
+    names = ["a", "b", "c"]
+    before = snapshot(secured, names)
+    assert all(leader == "c" and members == {"a", "b", "c"} for _, leader, members in before.values()), before
+    counts = {name: rejected(secured.daemons[name]) for name in names}
+
+    captured = [d for d in stranger.capture(20) if auth.Opener(KEYRING).open(d).name == "c"]
+    assert captured, "c sends heartbeats"
+    real = captured[-1]
+    tampered = bytearray(real)
+    tampered[len(auth.HEADER) + auth.KEY_ID_SIZE + auth.COUNTER_SIZE + 12] ^= 0x01  # a byte of the message
+    # The intruder would lead: highest priority, a far higher term.
+    coordinator = wire.Coordinator("intruder", time.time_ns(), 2**31 - 1, 10**6)
+    wrong_key = auth.Sealer(auth.Keyring((OTHER_KEY,))).seal(coordinator)
+    wrong_key_known_id = bytearray(wrong_key)
+    wrong_key_known_id[len(auth.HEADER):len(auth.HEADER) + auth.KEY_ID_SIZE] = auth.key_id(KEY)
+    bad = {
+        "unsigned": [wire.encode(coordinator)],
+        "unknown_key": [wrong_key],
+        "bad_tag": [bytes(wrong_key_known_id), bytes(tampered)],
+        "replayed": [real],
+    }
+    events = send_and_flush(secured, stranger, feeds, [d for datagrams in bad.values() for d in datagrams])
+
+    for name in names:
+        now = rejected(secured.daemons[name])
+        grown = {reason: now[reason] - counts[name][reason] for reason in now}
+        assert grown == {"malformed": 0, "unsigned": 1, "bad_tag": 2, "unknown_key": 1, "replayed": 1,
+                         "refused": 0}, (name, grown)
+    assert snapshot(secured, names) == before
+    assert "intruder" not in json.dumps(events)
+    assert secured.agreed("c") == (before["c"][0], "c")
+
+
+def test_a_daemon_with_another_secret_does_not_join(secured: Cluster) -> None:
+    names = ["a", "b", "c"]
+    before = snapshot(secured, names)
+    counts = {name: rejected(secured.daemons[name])["unknown_key"] for name in names}
+    other = write_key_file(secured.workdir / "other.key", OTHER_KEY)
+    outsider = secured.add("d", priority=500, host=STRANGER, cluster={"secret_file": other})
+    try:
+        # d outranks everyone: if any of its datagrams were believed it would lead.
+        wait_until(lambda: all(rejected(secured.daemons[n])["unknown_key"] >= counts[n] + 10 for n in names)
+                   and rejected(outsider)["unknown_key"] >= 10, timeout=15, what="both sides rejecting")
+        view = outsider.request("view")
+        assert [s["name"] for s in view["servers"]] == ["d"] and view["leader"] == "d", view
+        assert snapshot(secured, names) == before
+    finally:
+        outsider.stop()
+        del secured.daemons["d"]
+
+
+def test_a_replayed_heartbeat_of_a_dead_daemon_does_not_bring_it_back(secured, stranger, feeds) -> None:
+    """Last in this module: it kills a."""
+    from_a = [d for d in stranger.capture(30) if auth.Opener(KEYRING).open(d).name == "a"]
+    assert from_a, "a sends heartbeats"
+    secured.daemons["a"].kill()
+    term, _ = secured.wait_agreed("c", among=["b", "c"])
+    counts = {name: rejected(secured.daemons[name])["replayed"] for name in ("b", "c")}
+    survivors = {name: feed for name, feed in feeds.items() if name != "a"}
+    events = send_and_flush(secured, stranger, survivors, from_a)
+    for name in ("b", "c"):
+        assert rejected(secured.daemons[name])["replayed"] - counts[name] == len(from_a)
+    assert secured.agreed("c", among=["b", "c"]) == (term, "c")
+    assert not [e for e in events if e.get("name") == "a"], events
+
+
+# Run on the stranger's host: argv = group, port, interface address, count, header (hex);
+# prints a JSON list of the first `count` datagrams that start with the header, in hex.
+_SNIFFER = """
+import json, socket, struct, sys
+group, port, interface, count, header = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind((group, port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(interface)))
+s.settimeout(10)
+found = []
+while len(found) < count:
+    data = s.recv(65536)
+    if data.startswith(bytes.fromhex(header)):
+        found.append(data.hex())
+print(json.dumps(found))
+"""
