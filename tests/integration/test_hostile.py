@@ -57,7 +57,7 @@ def cluster() -> Iterator[Cluster]:
         yield cluster
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def feeds(cluster: Cluster) -> Iterator[dict[str, FeedWatcher]]:
     """A subscriber on every daemon's feed, reading as a healthy client does."""
     watchers = {name: daemon.feed() for name, daemon in cluster.daemons.items()}
@@ -218,3 +218,75 @@ def test_a_datagram_flood_changes_nothing_and_is_counted(cluster, feeds):
 
 
 # ------------------------------------------------------------------ 2. stuck subscribers
+
+STUCK = 20
+FEED_HWM = 10_000  # dsd.io.control.Feed's SNDHWM: events queued for one subscriber
+ROUND = 12_000  # messages per round: more than FEED_HWM, so the second round finds the queues full
+TEXT = "x" * 200
+
+
+def pipeline(client: _ChatClient, ids: list[str], delivered: set[str], window: int = 64,
+             timeout: float = 180) -> None:
+    """chat.send each id with `window` requests outstanding, reading the feed into `delivered` meanwhile;
+    every send must succeed."""
+    deadline = time.monotonic() + timeout
+    pending = iter(ids)
+    outstanding: set[str] = set()
+    sent = 0
+    while sent < len(ids) or outstanding:
+        assert time.monotonic() < deadline, f"{len(outstanding) + len(ids) - sent} sends unanswered in {timeout}s"
+        while sent < len(ids) and len(outstanding) < window:
+            id_ = next(pending)
+            client.send("chat.send", id_, id=id_, text=TEXT)
+            outstanding.add(id_)
+            sent += 1
+        client.poller.poll(100)
+        for reply in client.replies():
+            assert reply.get("ok"), reply
+            outstanding.discard(reply["rid"])
+        delivered.update(e["id"] for e in client.feed() if e.get("user") == client.user)
+
+
+def test_subscribers_that_never_read_cost_bounded_memory(cluster):
+    """20 SUBs on a's feed read one event each, then never again, while a client on a sends
+    2 x 12,000 messages (feed events of ~350 B) and reads a's feed.
+
+    ZeroMQ queues at most FEED_HWM events per subscriber and drops the rest for it, so the
+    growth of a's RSS is bounded by FEED_HWM x (20 queue slots of 2 x 64 B + one shared event)
+    ~ 30 MB, reached in the first round: the second round, with every queue full, must not
+    add more than 8 MiB (an unbounded queue would add as much again). The reading client gets
+    every message. Quiet machine: +30 MB in round one, +8 KB in round two.
+    """
+    a = cluster.daemons["a"]
+    before = state(cluster)
+    feed = a.request("info")["feed"]
+    with Hostile(cluster, 1, "subscribers", {"endpoints": [feed], "count": STUCK}) as stuck:
+        ready = None
+        deadline = time.monotonic() + 30
+        while ready is None:
+            assert time.monotonic() < deadline, "the stuck subscribers never got an event"
+            cluster.mark(STRANGER)
+            ready = stuck.line(0.3)
+        assert ready == {"ready": STUCK}, ready
+        client = _ChatClient(zmq.Context.instance(), a.endpoint, feed, "reader")
+        try:
+            client.join(timeout=20)
+            client.sync(timeout=20)
+            delivered: set[str] = set()
+            memory = [rss(a)]
+            for round_ in range(2):
+                ids = [f"m{round_}-{i}" for i in range(ROUND)]
+                pipeline(client, ids, delivered)
+                memory.append(rss(a))
+            wanted = {f"m{r}-{i}" for r in range(2) for i in range(ROUND)}
+            wait_until(lambda: delivered.update(e["id"] for e in client.feed() if e.get("user") == "reader")
+                       or wanted <= delivered, 20, what="every message on the reader's feed")
+        finally:
+            client.dealer.close(linger=0)
+            client.sub.close(linger=0)
+        stuck.finish()
+    growth = [memory[1] - memory[0], memory[2] - memory[1]]
+    print(f"\nstuck subscribers: RSS {memory}, growth per round {growth}")
+    assert growth[0] < FEED_HWM * (STUCK * 128 + 2 * 400) + 16 * MiB, growth
+    assert growth[1] < 8 * MiB, growth
+    assert state(cluster) == before
