@@ -143,6 +143,19 @@ def test_a_bad_secret_file_stops_dsd_at_start_with_one_line(secured: Cluster) ->
     del secured.daemons["x"]
 
 
+def test_without_a_secret_dsd_warns_once_at_start(secured: Cluster) -> None:
+    warning = "cluster traffic is not authenticated"
+    port = secured.cluster_settings.get("port", 5008) + 1  # its own group: no traffic to a, b, c
+    daemon = secured.add("y", host=STRANGER, cluster={"port": port})
+    try:
+        wait_until(lambda: daemon.role() == "leader", timeout=10, what="y leading its own cluster")
+        assert daemon.logs().count(warning) == 1, daemon.logs()
+    finally:
+        daemon.stop()
+        del secured.daemons["y"]
+    assert all(warning not in secured.daemons[name].logs() for name in ("a", "b", "c"))
+
+
 def test_forged_tampered_and_replayed_datagrams_change_nothing(secured, stranger, feeds) -> None:
     names = ["a", "b", "c"]
     before = snapshot(secured, names)
