@@ -13,6 +13,13 @@ The cluster's leader (from `dsd.core.node`) is the sequencer. Every daemon plays
   too, so a committed entry survives the crash of any one daemon. Retried proposals
   (same user and id) are recorded once.
 
+A daemon that needs entries its source (the leader, or a new leader's fetch source) no
+longer retains gets a SNAPSHOT instead: the store's base (the last trimmed seq, its term,
+who was present after it), then the retained entries after it as usual. It installs the
+base in its store and goes on from there; the trimmed entries it never had are not
+published on its feed. Its acknowledgements say it holds the log up to the base, which
+is committed already, so a snapshot never counts towards committing anything new.
+
 Committed entries go to the `Store` (synchronously; the store is injected, an in-memory
 one in tests) and are published on the feed in seq order. Uncommitted entries live only
 here, in `tail`.
@@ -27,9 +34,9 @@ from typing import Any
 from dsd.core.actions import Action, Log, Publish, Reply, Transmit
 from dsd.linkwire import (
     ID_PATTERN, MAX_BATCH, PUBLIC_KEYS, SESSION_PATTERN, USER_PATTERN, Ack, Append, Entries, Entry,
-    Fetch, Forward, Gather, LinkMessage, Proposal, Result, Status, fitting, utf8_size,
+    Fetch, Forward, Gather, LinkMessage, Proposal, Result, Snapshot, Status, fitting, utf8_size,
 )
-from dsd.store import Store
+from dsd.store import Base, Store
 
 FOLLOWING, GATHERING, FETCHING, ACTIVE = "following", "gathering", "fetching", "active"
 WINDOW = 4 * MAX_BATCH  # entries in flight to one follower
@@ -89,7 +96,7 @@ class FollowerState:
     progress: float  # when the follower last acknowledged something new (or was caught up)
     told: int = 0  # the commit point last sent to it
     commit: int = 0  # the commit point it acknowledged
-    trimmed: bool = False  # it needs entries this leader no longer keeps (reported once)
+    trimmed: bool = False  # it needs entries this leader no longer keeps and cannot snapshot (reported once)
 
 
 @dataclass
@@ -126,8 +133,7 @@ class Chat:
         self.peers: frozenset[str] = frozenset()
         self.role = FOLLOWING
         self.commit = store.last_seq()
-        latest = store.latest(1)
-        self.commit_term = latest[0]["term"] if latest else 0
+        self.commit_term = store.last_term()
         self.tail: list[Entry] = []
         self.matched = self.commit  # follower: log known to match the leader's up to here
         self.presence: dict[str, Entry] = store.users()
@@ -142,6 +148,7 @@ class Chat:
         self._pending: dict[Key, int] = {}  # leader: uncommitted entries by (user, id)
         self._tail_presence: dict[str, Entry] = {}  # leader: each user's latest uncommitted presence entry
         self._early: list[tuple[LinkMessage, float]] = []
+        self._snapshot: tuple[tuple[str, int, int, int, int], list[Entry]] | None = None  # parts so far
         self._forwarded: dict[Key, float] = {}  # proposer: outbox keys by when last forwarded, oldest first
         # Output gathered over a batch of inputs (see `hold`) and sent by `_flush`:
         self._held = False
@@ -161,8 +168,17 @@ class Chat:
 
     def start(self, now: float) -> None:
         """Users the log places on this server, from before a restart, get client_timeout to come back."""
+        self._sync_sessions(now)
+
+    def _sync_sessions(self, now: float) -> None:
+        """Sessions for the users the log places on this server, and only them; new ones get
+        client_timeout to come back (after a restart, or a snapshot that placed them here)."""
+        for user, client in list(self.sessions.items()):
+            entry = self.presence.get(user)
+            if entry is None or entry["server"] != self.name or entry["session"] != client.session:
+                del self.sessions[user]
         for user, entry in self.presence.items():
-            if entry["server"] == self.name:
+            if entry["server"] == self.name and user not in self.sessions:
                 self.sessions[user] = Session(entry["session"], now, float(self.limits.burst), now)
 
     # ----------------------------------------------------------- cluster view
@@ -333,13 +349,19 @@ class Chat:
         """Send `name` what it lacks, up to the window; an empty APPEND carries a new commit."""
         follower = self.followers[name]
         while follower.next <= self.last and follower.next - follower.match - 1 < WINDOW:
+            if follower.next < self.store.first_seq():
+                base = self.store.base()
+                if base is None:
+                    if not follower.trimmed:
+                        follower.trimmed = True
+                        out.append(Log("warning", f"chat: cannot catch {name} up from seq {follower.next}: "
+                                                  "older than the retained history, whose base is unknown"))
+                    return
+                out.extend(Transmit(name, part) for part in self._snapshot_parts(base))
+                follower.next = base.seq + 1  # its match stays: it holds nothing until it acknowledges
+                follower.progress = now
+                continue
             entries = self._read(follower.next - 1, MAX_BATCH)
-            if not entries or entries[0]["seq"] != follower.next:
-                if not follower.trimmed:
-                    follower.trimmed = True
-                    out.append(Log("warning", f"chat: cannot catch {name} up from seq {follower.next}: "
-                                              "older than the retained history"))
-                return
             out.append(Transmit(name, Append(self.name, self.term, follower.next - 1, entries, self.commit)))
             follower.next += len(entries)
             follower.told = self.commit
@@ -348,6 +370,17 @@ class Chat:
             out.append(Transmit(name, Append(self.name, self.term, self.last, [], self.commit)))
             follower.told = self.commit
             follower.progress = now
+
+    def _snapshot_parts(self, base: Base) -> list[Snapshot]:
+        """`base` as SNAPSHOT messages: the presence table in parts that each fit a link message."""
+        users = list(base.users.values())
+        parts = []
+        while True:
+            offset = sum(len(part.users) for part in parts)
+            batch = fitting(users[offset:offset + MAX_BATCH])
+            parts.append(Snapshot(self.name, self.term, base.seq, base.term, offset, len(users), batch))
+            if offset + len(batch) == len(users):
+                return parts
 
     def _read(self, after: int, limit: int) -> list[Entry]:
         """Entries after `after`, committed (from the store) then uncommitted, in one link message's size."""
@@ -437,16 +470,73 @@ class Chat:
                 self._gathered(now, out)
         elif isinstance(message, Entries):
             self._on_entries(message, now, out)
+        elif isinstance(message, Snapshot) and self.leader == self.name:
+            self._on_snapshot(message, now, out)  # from the fetch source
         elif message.src != self.leader:
             self.counters.link_messages_ignored += 1
         elif isinstance(message, Gather):
             self.matched = self.commit
             out.append(Transmit(message.src, Status(self.name, self.term, self.commit, self.last, self.last_term)))
         elif isinstance(message, Fetch):
-            out.append(Transmit(message.src, Entries(self.name, self.term, self._read(message.after, MAX_BATCH))))
+            self._on_fetch(message, out)
         elif isinstance(message, Append):
             self._on_append(message, now, out)
+        elif isinstance(message, Snapshot):
+            self._on_snapshot(message, now, out)
         return self._done(now, out)
+
+    def _on_fetch(self, message: Fetch, out: list[Action]) -> None:
+        after = message.after
+        base = self.store.base() if after < self.store.first_seq() - 1 else None
+        if base is not None:
+            out.extend(Transmit(message.src, part) for part in self._snapshot_parts(base))
+            after = base.seq
+        out.append(Transmit(message.src, Entries(self.name, self.term, self._read(after, MAX_BATCH))))
+
+    def _on_snapshot(self, message: Snapshot, now: float, out: list[Action]) -> None:
+        """A part of a snapshot from the leader or, while this new leader fetches, from its source."""
+        gathering = self.gathering
+        if self.leader == self.name and (self.role != FETCHING or gathering is None or message.src != gathering.best):
+            self.counters.link_messages_ignored += 1
+            return
+        base = self._assemble(message)
+        if base is None:
+            return
+        held = self.commit + len(gathering.fetched) if gathering is not None else self.matched
+        if base.seq > held:
+            self._install(base, message.src, now, out)
+            if gathering is not None:
+                gathering.fetched = []  # all at or before the base
+        if gathering is None:
+            self._ack_due = message.src
+
+    def _assemble(self, part: Snapshot) -> Base | None:
+        """The snapshot once its last part is in; parts must come in order, a first part restarts."""
+        key = (part.src, part.term, part.base, part.base_term, part.total)
+        if part.offset == 0:
+            self._snapshot = (key, [])
+        if self._snapshot is None or self._snapshot[0] != key or part.offset != len(self._snapshot[1]):
+            self.counters.link_messages_ignored += 1  # a part lost before this one: the source sends it all again
+            return None
+        users = self._snapshot[1]
+        users.extend(part.users)
+        if len(users) < part.total:
+            return None
+        self._snapshot = None
+        return Base(part.base, part.base_term, {join["user"]: join for join in users})
+
+    def _install(self, base: Base, source: str, now: float, out: list[Action]) -> None:
+        """Go on from `base`: the entries up to it were trimmed everywhere before this daemon got them."""
+        self.store.install(base)
+        skipped = base.seq - self.commit
+        self.tail = self.tail[skipped:]
+        self.commit, self.commit_term = base.seq, base.term
+        self.matched = max(self.matched, base.seq)
+        self.presence = self.store.users()
+        self._sync_sessions(now)
+        out.append(Log("warning", f"chat: installed a snapshot from {source} at seq {base.seq}: "
+                                  f"{skipped} entries trimmed before they reached this daemon are not published here"))
+        self._resolve_known(out)
 
     def _on_append(self, message: Append, now: float, out: list[Action]) -> None:
         if message.prev > self.matched:
@@ -488,6 +578,9 @@ class Chat:
             topic = "chat.message" if entry["kind"] == "message" else "chat.presence"
             out.append(Publish(topic, public(entry)))
             self._resolve((entry["user"], entry["id"]), entry["seq"], out)
+        self._resolve_known(out)
+
+    def _resolve_known(self, out: list[Action]) -> None:
         for key, known in list(self.known.items()):
             if known <= self.commit:
                 del self.known[key]
@@ -767,7 +860,9 @@ class Chat:
         return {"entries": [public(e) for e in self.store.latest(limit)], "last_seq": self.commit}
 
     def since(self, seq: int, limit: int) -> dict[str, Any]:
-        return {"entries": [public(e) for e in self.store.read(seq, limit)], "last_seq": self.commit}
+        """Entries after `seq`; `first_seq` > seq + 1 says the ones between were trimmed here."""
+        entries = [public(e) for e in self.store.read(seq, limit)]
+        return {"entries": entries, "last_seq": self.commit, "first_seq": self.store.first_seq()}
 
     def who(self) -> list[dict[str, Any]]:
         return [

@@ -18,9 +18,9 @@ from dsd.core import chat as chat_module
 from dsd.core.actions import Action, Log, Publish, Reply, Transmit
 from dsd.core.chat import ACTIVE, FETCHING, FOLLOWING, GATHERING, Chat, ChatLimits, public
 from dsd.linkwire import (
-    MAX_LINK_MESSAGE, PUBLIC_KEYS, Ack, Append, Entries, Fetch, Forward, Gather, Result, Status,
+    MAX_LINK_MESSAGE, PUBLIC_KEYS, Ack, Append, Entries, Fetch, Forward, Gather, Result, Snapshot, Status,
 )
-from dsd.store import MemoryStore
+from dsd.store import Base, MemoryStore
 
 # client timeout 8, request timeout 4, resend 0.25, gather timeout 1: exact binary fractions.
 LIMITS = ChatLimits(client_timeout=8.0, max_message=8, rate=4.0, burst=3, resend_interval=0.25,
@@ -395,8 +395,15 @@ def test_new_peer_of_an_active_leader_is_caught_up() -> None:
     assert out == [] and c.next_deadline() == LIMITS.client_timeout  # alice's session only
 
 
-def test_follower_older_than_the_retained_history_is_reported_once() -> None:
-    store = MemoryStore(10)  # keeps 10 entries once it holds more than 11
+class LegacyStore(MemoryStore):
+    """A store whose base is unknown, as a trimmed history from before snapshots."""
+
+    def base(self) -> None:  # type: ignore[override]
+        return None
+
+
+def test_follower_older_than_a_history_with_no_known_base_is_reported_once() -> None:
+    store = LegacyStore(10)  # keeps 10 entries once it holds more than 11
     store.append([entry(i, id=f"m{i}", server="L") for i in range(1, 21)])
     assert store.first_seq() == 11
     c = make("L", store)
@@ -405,8 +412,164 @@ def test_follower_older_than_the_retained_history_is_reported_once() -> None:
     history = [(0.0, a) for a in out] + advance(c, 0.0, 1.0)
     assert c.role == ACTIVE and c.followers["G"].match == 0
     warnings = [a.text for _, a in history if isinstance(a, Log) and a.level == "warning"]
-    assert warnings == ["chat: cannot catch G up from seq 1: older than the retained history"]
-    assert transmits([a for _, a in history], Append) == []
+    assert warnings == ["chat: cannot catch G up from seq 1: older than the retained history, whose base is unknown"]
+    assert transmits([a for _, a in history], Append) == transmits([a for _, a in history], Snapshot) == []
+
+
+# ------------------------------------------------ catch-up beyond the retained history
+
+ALICE_ON_L = join_entry(1, server="L")
+BOB_ON_X = join_entry(2, user="bob", session=BOB, server="X", id="j-bob")
+
+
+def trimmed_store(last: int = 20, retention: int = 10) -> MemoryStore:
+    """alice (on L) and bob (on X) joined at 1 and 2, then messages up to `last`; 11..20 retained."""
+    store = MemoryStore(retention)
+    store.append([ALICE_ON_L, BOB_ON_X] + [entry(i, id=f"m{i}", server="L") for i in range(3, last + 1)])
+    assert store.base() == Base(last - retention, 1, {"alice": ALICE_ON_L, "bob": BOB_ON_X})
+    return store
+
+
+def retained(first: int, last: int) -> list[dict[str, Any]]:
+    return [entry(i, id=f"m{i}", server="L") for i in range(first, last + 1)]
+
+
+def test_follower_behind_the_retained_history_gets_a_snapshot_then_the_entries_after_it() -> None:
+    c = make("L", trimmed_store())
+    c.set_view("L", 2, frozenset({"G"}), 0.0)
+    out = c.receive(Status("G", 2, 0, 0, 0), 0.0)
+    assert transmits(out) == [
+        ("G", Snapshot("L", 2, 10, 1, 0, 2, [ALICE_ON_L, BOB_ON_X])),
+        ("G", Append("L", 2, 10, retained(11, 20), 20)),
+    ]
+    assert c.followers["G"].match == 0  # nothing counts as held before it acknowledges
+    assert c.receive(Ack("G", 2, 20, 20, 0), 0.0) == []
+    assert c.followers["G"].match == 20 and not c._lagging(c.followers["G"])
+
+
+def test_follower_installs_a_snapshot_and_publishes_only_what_follows_it() -> None:
+    c = follower()
+    out = c.receive(Snapshot("L", 1, 10, 1, 0, 2, [ALICE_ON_L, BOB_ON_X]), 0.0)
+    assert out == [
+        Log("warning", "chat: installed a snapshot from L at seq 10: "
+                       "10 entries trimmed before they reached this daemon are not published here"),
+        Transmit("L", Ack("F", 1, 10, 10, 0)),
+    ]
+    assert (c.commit, c.last, c.last_term) == (10, 10, 1)
+    assert (c.store.first_seq(), c.store.last_seq(), c.store.read(0, 100)) == (11, 10, [])
+    assert [u["user"] for u in c.who()] == ["alice", "bob"]
+    out = c.receive(Append("L", 1, 10, retained(11, 12), 12), 0.0)
+    assert [e["seq"] for e in published(out)] == [11, 12]
+    assert transmits(out) == [("L", Ack("F", 1, 12, 12, 0))]
+    assert c.since(0, 100) == {"entries": [public(e) for e in retained(11, 12)], "last_seq": 12, "first_seq": 11}
+
+
+def test_follower_keeps_its_uncommitted_entries_after_the_base() -> None:
+    c = follower()
+    c.receive(Append("L", 1, 0, [join_entry(1), entry(2), entry(3, id="m3")], 1), 0.0)
+    c.receive(Snapshot("L", 1, 2, 1, 0, 1, [join_entry(1)]), 0.0)  # held up to 3 but matched only 1
+    assert (c.commit, c.matched) == (1, 3) and c.store.first_seq() == 1  # it holds 2: nothing to install
+    c.set_view("M", 2, frozenset({"M"}), 1.0)  # a new leader: matched goes back to the commit
+    out = c.receive(Snapshot("M", 2, 2, 1, 0, 1, [join_entry(1)]), 1.0)
+    assert (c.commit, c.tail, c.store.first_seq()) == (2, [entry(3, id="m3")], 3)
+    assert transmits(out) == [("M", Ack("F", 2, 2, 2, 0))]
+
+
+def test_snapshot_at_or_before_what_the_follower_holds_is_only_acknowledged() -> None:
+    c = follower()
+    c.receive(Append("L", 1, 0, [join_entry(1), entry(2)], 2), 0.0)
+    out = c.receive(Snapshot("L", 1, 2, 1, 0, 0, []), 0.0)
+    assert out == [Transmit("L", Ack("F", 1, 2, 2, 0))]
+    assert c.store.read(0, 10) == [join_entry(1), entry(2)] and c.who() != []
+
+
+def test_snapshot_ends_the_sessions_it_does_not_place_here_and_opens_those_it_does() -> None:
+    c = follower_with_alice()  # alice's session on F
+    bob_here = join_entry(5, user="bob", session=BOB, server="F", id="j-bob")
+    c.receive(Snapshot("L", 1, 10, 1, 0, 1, [bob_here]), 2.0)  # alice left in the trimmed entries
+    assert errors(c.heartbeat("h", "alice", S, 3.0)) == ["not_joined"]
+    assert c.heartbeat("h", "bob", BOB, 3.0) == [Reply("h", {"last_seq": 10})]
+    assert c.next_deadline() == 3.0 + LIMITS.client_timeout
+
+
+def test_snapshot_resolves_a_proposal_known_committed_within_it() -> None:
+    c = follower_with_alice()
+    c.send("r", "alice", S, "m1", "hi", 0.0)
+    c.receive(Result("L", 1, [{"user": "alice", "id": "m1", "seq": 5}]), 0.0)
+    out = c.receive(Snapshot("L", 1, 10, 1, 0, 1, [join_entry(1)]), 0.0)
+    assert replies(out) == [Reply("r", {"seq": 5})]
+
+
+def test_only_a_follower_that_acknowledges_entries_counts_towards_their_commit() -> None:
+    c = make("L", trimmed_store())
+    c.start(0.0)
+    c.set_view("L", 2, frozenset({"G"}), 0.0)
+    c.receive(Status("G", 2, 0, 0, 0), 0.0)
+    out = c.send("r", "alice", S, "new", "hi", 0.0)
+    assert transmits(out) == [("G", Append("L", 2, 20, [entry(21, term=2, id="new", server="L")], 20))]
+    assert replies(c.receive(Ack("G", 2, 10, 10, 0), 0.0)) == []  # G installed the snapshot, nothing more
+    assert c.commit == 20 and c.followers["G"].match == 10
+    assert replies(c.receive(Ack("G", 2, 21, 20, 0), 0.0)) == [Reply("r", {"seq": 21})]
+
+
+def test_lost_snapshot_is_sent_again_after_resend_interval() -> None:
+    c = make("L", trimmed_store())
+    c.set_view("L", 2, frozenset({"G"}), 0.0)
+    c.receive(Status("G", 2, 0, 0, 0), 0.0)
+    history = advance(c, 0.0, 0.25)
+    assert [(t, m) for t, a in history if isinstance(a, Transmit) for m in [a.message]] == [
+        (0.25, Snapshot("L", 2, 10, 1, 0, 2, [ALICE_ON_L, BOB_ON_X])),
+        (0.25, Append("L", 2, 10, retained(11, 20), 20)),
+    ]
+
+
+def test_large_presence_table_goes_in_parts_and_a_gap_between_them_is_ignored(monkeypatch) -> None:
+    monkeypatch.setattr(chat_module, "MAX_BATCH", 2)
+    joins = [join_entry(i, user=f"u{i}", id=f"j{i}", server="X") for i in range(1, 6)]
+    store = MemoryStore(1)
+    store.append(joins + [entry(6)])
+    c = make("L", store)
+    c.set_view("L", 2, frozenset({"G"}), 0.0)
+    parts = [m for _, m in transmits(c.receive(Status("G", 2, 0, 0, 0), 0.0), Snapshot)]
+    assert [(p.offset, p.total, [u["user"] for u in p.users]) for p in parts] == [
+        (0, 5, ["u1", "u2"]), (2, 5, ["u3", "u4"]), (4, 5, ["u5"])]
+    g = follower("G", "L", 2)
+    assert g.receive(parts[0], 0.0) == [] and g.receive(parts[2], 0.0) == []  # the middle one was lost
+    assert g.commit == 0 and g.counters.link_messages_ignored == 1
+    out = [a for part in parts for a in g.receive(part, 0.0)]  # sent again, whole
+    assert transmits(out) == [("L", Ack("G", 2, 5, 5, 0))]
+    assert [u["user"] for u in g.who()] == ["u1", "u2", "u3", "u4", "u5"]
+
+
+def test_fetch_source_sends_a_snapshot_when_the_fetch_reaches_before_its_history() -> None:
+    c = make("F", trimmed_store())
+    c.set_view("M", 2, frozenset({"M"}), 0.0)
+    out = c.receive(Fetch("M", 2, 3), 0.0)
+    assert transmits(out) == [("M", Snapshot("F", 2, 10, 1, 0, 2, [ALICE_ON_L, BOB_ON_X])),
+                              ("M", Entries("F", 2, retained(11, 20)))]
+    assert transmits(c.receive(Fetch("M", 2, 10), 0.0)) == [("M", Entries("F", 2, retained(11, 20)))]
+
+
+def test_new_leader_behind_the_sources_history_installs_its_snapshot_then_leads() -> None:
+    c = make("L")
+    c.set_view("L", 2, frozenset({"F"}), 0.0)
+    assert transmits(c.receive(Status("F", 2, 20, 20, 1), 0.0)) == [("F", Fetch("L", 2, 0))]
+    assert c.receive(Snapshot("X", 2, 10, 1, 0, 0, []), 0.0) == []  # not its fetch source
+    c.receive(Snapshot("F", 2, 10, 1, 0, 2, [ALICE_ON_L, BOB_ON_X]), 0.0)
+    assert c.role == FETCHING and c.commit == 10
+    out = c.receive(Entries("F", 2, retained(11, 20)), 0.0)
+    assert c.role == ACTIVE and c.commit == 20
+    assert [e["seq"] for e in published(out)] == list(range(11, 21))
+    assert c.store.first_seq() == 11 and [u["user"] for u in c.who()] == ["alice", "bob"]
+
+
+def test_everything_the_catch_up_transmits_survives_the_codec() -> None:
+    c = make("L", trimmed_store())
+    c.set_view("L", 2, frozenset({"G"}), 0.0)
+    messages = all_link_messages(c.receive(Status("G", 2, 0, 0, 0), 0.0))
+    assert {type(m) for m in messages} == {Snapshot, Append}
+    for message in messages:
+        assert linkwire.decode(linkwire.encode(message)) == message
 
 
 @pytest.mark.parametrize("cap", [1, 2])
@@ -939,7 +1102,7 @@ def test_history_since_and_who() -> None:
     assert [e["text"] for e in c.history(2)["entries"]] == ["t1", "t2"]
     assert [e["seq"] for e in c.history(100)["entries"]] == [1, 2, 3, 4, 5]
     assert [e["seq"] for e in c.since(2, 2)["entries"]] == [3, 4]
-    assert c.since(5, 10) == {"entries": [], "last_seq": 5}
+    assert c.since(5, 10) == {"entries": [], "last_seq": 5, "first_seq": 1}
     assert all(set(e) == set(PUBLIC_KEYS) for e in c.since(0, 10)["entries"])
     assert c.who() == [{"user": "alice", "server": "L", "since": EPOCH},
                        {"user": "bob", "server": "L", "since": EPOCH + 0.5}]
