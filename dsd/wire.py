@@ -18,6 +18,7 @@ VERSION = 1
 HEADER = MAGIC + bytes([VERSION])
 MAX_DATAGRAM = 1400
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+LINK_KEY_PATTERN = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")  # a CURVE public key in Z85
 MAX_TEXT = 256
 MAX_INT = 2**63 - 1
 
@@ -49,6 +50,7 @@ class Heartbeat:
     state: str
     endpoint: str
     commit: int
+    link_key: str = ""  # the CURVE public key of `endpoint` when the cluster has a secret
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ def _check_field(kind: str, name: str, value: object) -> None:
         ok = value in STATES
     elif name in ("endpoint", "feed"):
         ok = isinstance(value, str) and len(value) <= MAX_TEXT and utf8_size(value) is not None
+    elif name == "link_key":
+        ok = value == "" or (isinstance(value, str) and LINK_KEY_PATTERN.match(value) is not None)
     else:
         ok = type(value) is int and 0 <= value <= MAX_INT
     if not ok:

@@ -34,6 +34,7 @@ class Peer:
     leader: str | None = None
     role: str = "discovering"
     endpoint: str = ""
+    link_key: str = ""  # CURVE public key of `endpoint`, "" without a cluster secret
 
     @property
     def rank(self) -> Rank:
@@ -91,7 +92,7 @@ class Membership:
         peer.address = address
         if isinstance(message, Heartbeat):
             peer.term, peer.leader, peer.role = message.term, message.leader, message.state
-            peer.endpoint = message.endpoint
+            peer.endpoint, peer.link_key = message.endpoint, message.link_key
         elif isinstance(message, Coordinator):  # so `dsctl view` is current before the next heartbeat
             peer.term, peer.leader, peer.role = message.term, message.name, "leader"
         return peer, restarted

@@ -63,6 +63,7 @@ class Node:
         address: str = "",
         endpoint: str = "",
         offer: tuple[str, str] | None = None,
+        link_key: str = "",
     ) -> None:
         self.name = name
         self.priority = priority
@@ -71,6 +72,7 @@ class Node:
         self.preempt = preempt
         self.address = address
         self.endpoint = endpoint
+        self.link_key = link_key  # CURVE public key of `endpoint`, announced beside it
         self.offer = offer  # (control, feed) TCP endpoints announced to discovering clients
         self.commit = 0
         self.peers = Membership()
@@ -369,7 +371,7 @@ class Node:
     def _heartbeat(self) -> Heartbeat:
         return Heartbeat(
             self.name, self.incarnation, self.priority, self.term, self.leader,
-            self.role, self.endpoint, self.commit,
+            self.role, self.endpoint, self.commit, self.link_key,
         )
 
     def _coordinator(self) -> Coordinator:

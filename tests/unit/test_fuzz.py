@@ -115,9 +115,11 @@ NAME_CHARS = string.ascii_letters + string.digits + "._-"
 WIRE_NAMES = st.text(NAME_CHARS, min_size=1, max_size=64)
 WIRE_COUNTS = st.integers(0, MAX_INT) | st.sampled_from([0, 1, MAX_INT])
 WIRE_TEXT = st.text(st.characters() | SURROGATES, max_size=MAX_TEXT) | st.text(string.printable, max_size=MAX_TEXT)
+Z85_CHARS = string.digits + string.ascii_letters + ".-:+=^!/*?&<>()[]{}@%$#"
+WIRE_LINK_KEYS = st.just("") | st.text(Z85_CHARS, min_size=40, max_size=40)
 WIRE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "name": WIRE_NAMES, "to": WIRE_NAMES, "leader": st.none() | WIRE_NAMES,
-    "state": st.sampled_from(STATES), "endpoint": WIRE_TEXT, "feed": WIRE_TEXT,
+    "state": st.sampled_from(STATES), "endpoint": WIRE_TEXT, "feed": WIRE_TEXT, "link_key": WIRE_LINK_KEYS,
 }
 FIELD_NAMES = sorted({f.name for cls in MESSAGE_TYPES.values() for f in fields(cls)})
 
@@ -155,6 +157,8 @@ def is_wire_field(name: str, value: Any) -> bool:
         return isinstance(value, str) and value in STATES
     if name in ("endpoint", "feed"):
         return isinstance(value, str) and len(value) <= MAX_TEXT
+    if name == "link_key":
+        return isinstance(value, str) and (value == "" or (len(value) == 40 and all(c in Z85_CHARS for c in value)))
     return type(value) is int and 0 <= value <= MAX_INT
 
 
@@ -237,6 +241,10 @@ NEAR_MISSES: dict[str, st.SearchStrategy[Any]] = {
     "count": st.sampled_from([-1, MAX_INT + 1, 2**64, -(2**63), True, False, 0.0, 1.0, 1e300, "0", None, [0]]),
 }
 NEAR_MISSES["feed"] = NEAR_MISSES["endpoint"]
+NEAR_MISSES["link_key"] = (st.text(Z85_CHARS, min_size=39, max_size=41).filter(lambda k: len(k) != 40)
+                           | st.text(Z85_CHARS, min_size=39, max_size=39).map(lambda k: k + "\u00e9")
+                           | st.text(Z85_CHARS, min_size=39, max_size=39).map(lambda k: k + " ")
+                           | st.sampled_from([None, 0, [""], " " * 40]))
 
 
 @st.composite

@@ -729,3 +729,26 @@ def test_without_tcp_endpoints_discover_goes_unanswered_and_offers_are_ignored()
     assert d.node.receive(Discover(77), "10.0.0.9:5008", 0.125) == []
     assert d.node.receive(Offer("x", 77, "tcp://a:1", "tcp://a:2"), "10.0.0.9:5008", 0.125) == []
     assert len(d.node.peers) == 0, "an OFFER must not make its sender a member"
+
+
+# ------------------------------------------------------------ link keys
+
+
+LINK_KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+
+
+def test_the_heartbeat_announces_the_link_key_and_the_peer_keeps_it_beside_its_endpoint() -> None:
+    node = Node("m", 100, 10, T, endpoint="tcp://m.lan:5555", link_key=LINK_KEY)
+    beats = sent(node.start(0.0) + node.tick(0.25), Heartbeat)
+    assert beats and all((b.endpoint, b.link_key) == ("tcp://m.lan:5555", LINK_KEY) for b in beats)
+    other = Driver("o", 50)
+    other.receive(beats[-1], 0.25)
+    peer = other.node.peers.get("m")
+    assert peer is not None and (peer.endpoint, peer.link_key) == ("tcp://m.lan:5555", LINK_KEY)
+    other.receive(Heartbeat("m", 10, 100, 1, "m", LEADER, "tcp://m.lan:6666", 0, ""), 0.5)
+    assert (peer.endpoint, peer.link_key) == ("tcp://m.lan:6666", ""), "a restarted link without a key"
+
+
+def test_without_a_link_key_the_heartbeat_carries_an_empty_one() -> None:
+    d = Driver()
+    assert all(b.link_key == "" for b in sent(d.advance(0.25), Heartbeat))

@@ -37,6 +37,7 @@ SAMPLES = [
     Probe("alpha", 1, 100),
     Heartbeat("alpha", 7, 100, 3, "beta", "follower", "tcp://10.0.0.1:5555", 42),
     Heartbeat("alpha", 7, 100, 0, None, "discovering", "", 0),
+    Heartbeat("alpha", 7, 100, 3, "beta", "follower", "tcp://10.0.0.1:5555", 42, "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"),
     Leave("alpha", 7, 100),
     Election("alpha", 7, 100, 3),
     Answer("beta", 9, 200, 3, "alpha"),
@@ -366,6 +367,23 @@ def test_decode_rejects_bad_endpoint(value: object) -> None:
     body["endpoint"] = value
     with pytest.raises(WireError, match="bad endpoint"):
         decode(raw(body))
+
+
+@pytest.mark.parametrize("value", ["k" * 39, "k" * 41, "k" * 39 + " ", "k" * 39 + "\u00e9", "k" * 39 + "\\",
+                                   None, 5, ["k" * 40]], ids=lambda v: repr(v)[:20])
+def test_decode_rejects_bad_link_key(value: object) -> None:
+    body = body_of(sample_of(Heartbeat))
+    body["link_key"] = value
+    with pytest.raises(WireError, match="bad link_key"):
+        decode(raw(body))
+
+
+def test_decode_accepts_every_z85_character_in_a_link_key() -> None:
+    z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+    body = body_of(sample_of(Heartbeat))
+    for start in range(0, len(z85), 40):
+        body["link_key"] = (z85[start:] + z85)[:40]
+        assert decode(raw(body)).link_key == body["link_key"]
 
 
 def test_wire_error_is_a_value_error() -> None:
