@@ -6,7 +6,8 @@ membership is scripted rather than simulated (the election has its own simulatio
 `tests.simnet`): after a crash, every survivor is told, after a detection delay, that the
 highest-named survivor leads in the next term. Every link message goes through
 `dsd.linkwire` both ways. Clients are plain records of what they sent and what the
-daemon answered.
+daemon answered. With a small retention, a daemon that comes back after more than that
+many entries catches up from a snapshot: its log then starts after the snapshot's base.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable
 from dsd import linkwire
 from dsd.core.actions import Action, Publish, Reply, Transmit
 from dsd.core.chat import Chat, ChatLimits
-from dsd.store import MemoryStore
+from dsd.store import Base, MemoryStore
 
 LIMITS = ChatLimits(client_timeout=2.0, resend_interval=0.05, request_timeout=1.0, gather_timeout=0.5, rate=1e6, burst=10**6)
 DETECTION = 0.25  # crash -> survivors told the new view
@@ -31,10 +32,22 @@ def session_of(user: str) -> str:
     return (user * 16)[:16] + "-session"
 
 
+class SimStore(MemoryStore):
+    """A MemoryStore that remembers the snapshots installed in it."""
+
+    def __init__(self, retention: int) -> None:
+        super().__init__(retention)
+        self.installed: list[int] = []  # the base seq of each
+
+    def install(self, base: Base) -> None:
+        super().install(base)
+        self.installed.append(base.seq)
+
+
 @dataclass
 class SimDaemon:
     chat: Chat
-    store: MemoryStore
+    store: SimStore
     alive: bool = True
     delivered: list[dict[str, Any]] = field(default_factory=list)  # published entries, in order
 
@@ -50,7 +63,8 @@ class SimClient:
 
 class ChatSim:
     def __init__(self, names: list[str], seed: int = 0, loss: float = 0.0,
-                 delay: tuple[float, float] = (0.0002, 0.002), limits: ChatLimits = LIMITS) -> None:
+                 delay: tuple[float, float] = (0.0002, 0.002), limits: ChatLimits = LIMITS,
+                 retention: int = 100_000) -> None:
         self.random = random.Random(seed)
         self.loss = loss
         self.delay = delay
@@ -67,13 +81,13 @@ class ChatSim:
         self._link_free: dict[tuple[str, str], float] = {}  # FIFO: next arrival no earlier than this
         self._incarnations = itertools.count(1)
         for name in names:
-            store = MemoryStore(retention=100_000)
+            store = SimStore(retention)
             self.daemons[name] = SimDaemon(self._chat(name, store), store)
         self.change_view()
 
     # ------------------------------------------------------------ membership
 
-    def _chat(self, name: str, store: MemoryStore) -> Chat:
+    def _chat(self, name: str, store: SimStore) -> Chat:
         chat = Chat(name, store, self.limits, epoch=1_700_000_000.0, incarnation=next(self._incarnations))
         chat.start(self.now)
         return chat
@@ -216,37 +230,47 @@ class ChatSim:
     # ------------------------------------------------------------ invariants
 
     def logs(self) -> dict[str, list[tuple[int, str, str]]]:
-        """Every live daemon's committed log as (seq, user, id)."""
+        """Every live daemon's retained committed log as (seq, user, id)."""
         return {
             name: [(e["seq"], e["user"], e["id"]) for e in self.daemons[name].store.read(0, 10**9)]
             for name in self.live()
         }
 
-    def check_one_order(self) -> None:
-        """Logs are prefixes of one sequence with seq 1..n, no gaps, no (user, id) twice."""
-        logs = self.logs()
-        longest = max(logs.values(), key=len)
-        assert [seq for seq, _, _ in longest] == list(range(1, len(longest) + 1)), "gap or repeat in seq"
-        keys = [(user, id) for _, user, id in longest]
+    def check_one_order(self) -> dict[int, tuple[str, str]]:
+        """Logs are slices of one sequence of seqs with no gaps, no (user, id) twice; each daemon
+        published its entries in that order, skipping only up to a snapshot's base. Returns
+        that sequence as far as any daemon retains it: seq -> (user, id)."""
+        merged: dict[int, tuple[str, str]] = {}
+        for name, log in self.logs().items():
+            first = self.daemons[name].store.first_seq()
+            assert [seq for seq, _, _ in log] == list(range(first, first + len(log))), f"gap or repeat on {name}"
+            for seq, user, id in log:
+                assert merged.setdefault(seq, (user, id)) == (user, id), f"{name} disagrees at seq {seq}"
+        keys = list(merged.values())
         assert len(keys) == len(set(keys)), "an entry was recorded twice"
-        for name, log in logs.items():
-            assert log == longest[:len(log)], f"{name} disagrees with the longest log"
-            delivered = [(e["seq"], e["user"], e["id"]) for e in self.daemons[name].delivered]
-            if delivered:
-                first = delivered[0][0]
-                assert delivered == longest[first - 1:first - 1 + len(delivered)], f"{name} published out of order"
+        for name in self.live():
+            daemon = self.daemons[name]
+            delivered = [e["seq"] for e in daemon.delivered]
+            for before, seq in zip(delivered, delivered[1:]):
+                assert seq == before + 1 or (seq - 1 in daemon.store.installed and seq - 1 > before), (
+                    f"{name} published {seq} after {before}"
+                )
+            assert all(merged.get(e["seq"], (e["user"], e["id"])) == (e["user"], e["id"]) for e in daemon.delivered), (
+                f"{name} published an entry that is not the log's"
+            )
+        return merged
 
     def check_acked_committed_everywhere(self) -> None:
-        """Every acknowledged send is in every live daemon's log, at the seq it was acknowledged with."""
-        logs = self.logs()
+        """Every acknowledged send is in every live daemon's log at the seq it was acknowledged
+        with (or that seq is older than the daemon retains)."""
+        logs = {name: {seq: (user, id) for seq, user, id in log} for name, log in self.logs().items()}
         for client in self.clients.values():
             for id, seq in client.acked.items():
                 for name, log in logs.items():
-                    assert seq <= len(log) and log[seq - 1][1:] == (client.user, id), (
+                    store = self.daemons[name].store
+                    assert seq <= store.last_seq() and (seq < store.first_seq() or log[seq] == (client.user, id)), (
                         f"{client.user}/{id} acknowledged at {seq} is not there on {name}"
                     )
 
     def converged(self) -> bool:
-        logs = self.logs()
-        lengths = {len(log) for log in logs.values()}
-        return len(lengths) == 1
+        return len({self.daemons[name].store.last_seq() for name in self.live()}) == 1

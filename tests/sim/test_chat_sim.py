@@ -182,3 +182,60 @@ def test_silent_client_times_out_and_a_daemon_crash_times_out_its_users() -> Non
     assert sim.wait_for(lambda: any(e["kind"] == "timeout" and e["user"] == "alice"
                                     for e in sim.daemons["c"].store.read(0, 100)), sim.limits.client_timeout + 1)
     assert sim.daemons["c"].chat.who() == []
+
+
+@pytest.mark.parametrize("name", ["b", "c"], ids=["follower", "new-leader"])
+def test_daemon_back_after_more_than_retention_entries_catches_up_from_a_snapshot(name: str) -> None:
+    """b comes back as a follower and is sent a snapshot by the leader; c, the highest name,
+    comes back as the leader and is sent one by its fetch source. Either way its log goes on
+    from the snapshot's base, in the cluster's order, with no gap after it."""
+    sim = ChatSim(["a", "b", "c"], seed=9, retention=50)  # keeps 50 to 55 entries
+    joined(sim, {"alice": "a", "bob": "a"})
+    for i in range(10):
+        sim.send("alice", f"before {i}")
+    settle(sim)
+    sim.crash(name)
+    sim.run_for(0.5)
+    for i in range(200):
+        sim.send("alice" if i % 3 else "bob", f"while {name} is down {i}")
+        if i % 20 == 0:
+            sim.run_for(0.01)
+    settle(sim)
+    assert sim.daemons[name].store.last_seq() == 12
+    sim.restart(name)
+    sim.send("alice", "after the restart")
+    settle(sim)
+    back, other = sim.daemons[name], sim.daemons["a"]
+    assert back.chat.leader == "c"
+    (base,) = back.store.installed
+    assert base > 12 + 50 and back.store.first_seq() == base + 1
+    assert [e["seq"] for e in back.delivered] == list(range(base + 1, 214)), "a gap or repeat after the base"
+    assert sim.logs()[name] == [entry for entry in sim.logs()["a"] if entry[0] > base]
+    assert back.chat.who() == other.chat.who() == [
+        {"user": user, "server": "a", "since": e["time"]} for user, e in other.store.users().items()
+    ]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lossy_links_crashes_and_restarts_with_a_small_retention(seed: int) -> None:
+    sim = ChatSim(["a", "b", "c", "d"], seed=seed, loss=0.05, retention=20)
+    users = {"u1": "a", "u2": "b"}
+    joined(sim, users)
+    for step in range(60):
+        for user in users:
+            if sim.daemons[sim.clients[user].server].alive:
+                sim.send(user, f"{user} {step}")
+        if step == 10:
+            sim.crash("d")  # the leader
+        if step == 20:
+            sim.crash("c")
+        if step == 45:
+            sim.restart("d")  # more than 20 entries behind: d leads again
+        sim.run_for(sim.random.uniform(0.0, 0.02))
+    sim.restart("c")
+    sim.run_for(0.5)
+    for user, client in sim.clients.items():
+        if client.server != "a":
+            sim.fail_over(user, "a")
+    settle(sim, within=10.0)
+    assert len(sim.live()) == 4 and sim.daemons["c"].store.installed and sim.daemons["d"].store.installed
