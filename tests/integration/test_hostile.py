@@ -329,3 +329,112 @@ def test_a_thousand_connections_are_served_and_let_go(cluster):
     assert memory[-1] - memory[0] < CONNECTIONS * 96 * 1024, memory
     assert stats(a)["control_requests_refused"] == refused
     assert state(cluster) == before
+
+
+# ------------------------------------------------------------------ 4. huge requests
+
+SESSION = "s" * 24
+HUGE: dict[str, tuple[bytes, str, str]] = {  # payload, error code, what the message must say
+    "900KB-chat-text": (
+        json.dumps({"cmd": "chat.send", "args": {"user": "u", "session": SESSION, "id": "1", "text": "x" * 900_000}})
+        .encode(), "too_large", str(MAX_REQUEST)),
+    "100k-levels-of-nesting": (
+        b'{"cmd": "chat.history", "args": {"limit": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        "bad_request", "recursion"),
+    "150k-element-array": (
+        json.dumps({"cmd": "chat.history", "args": {"limit": [0] * 150_000}}).encode(),
+        "bad_args", "limit must be an integer from 1 to 1000"),
+    "100k-character-user": (
+        json.dumps({"cmd": "chat.join", "args": {"user": "u" * 100_000, "session": SESSION}}).encode(),
+        "bad_args", "user must be a string of 0 to 64 characters"),
+    "30k-unknown-args": (
+        json.dumps({"cmd": "view", "args": {f"k{i}": i for i in range(30_000)}}).encode(),
+        "bad_args", "view takes no arguments"),
+    "100k-character-rid": (
+        json.dumps({"cmd": "ping", "rid": "r" * 100_000}).encode(), "bad_request", "at most 64 characters"),
+}
+REPEAT = 10
+
+
+def request(daemon: Daemon, frames: list[bytes], timeout: float = 5.0) -> list[bytes] | None:
+    """`frames` from a fresh DEALER; the reply's frames, or None if none came within `timeout`."""
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        dealer.connect(daemon.endpoint)
+        dealer.send_multipart(frames)
+        return dealer.recv_multipart() if dealer.poll(int(timeout * 1000), zmq.POLLIN) else None
+    finally:
+        dealer.close(linger=0)
+
+
+@pytest.mark.parametrize("case", HUGE)
+def test_a_huge_request_is_refused_naming_the_limit_and_counted(cluster, case):
+    """Each sent REPEAT times: a short error reply naming the limit, each counted by its code,
+    nothing else changed, and a's RSS grew by less than 8 MiB (a kept request would be
+    REPEAT x ~0.5 MB)."""
+    payload, code, says = HUGE[case]
+    assert len(payload) < 1024 * 1024
+    a = cluster.daemons["a"]
+    before = state(cluster)
+    counts = stats(a)
+    memory = rss(a)
+    for _ in range(REPEAT):
+        reply = request(a, [b"", payload])
+        assert reply is not None, "no reply"
+        assert len(reply[-1]) < 1024, f"a {len(reply[-1])}-byte reply"
+        body = json.loads(reply[-1])
+        assert body["ok"] is False and body["error"]["code"] == code, body
+        assert says in body["error"]["message"], body
+    after = stats(a)
+    assert after["control_requests_refused"].get(code, 0) - counts["control_requests_refused"].get(code, 0) == REPEAT
+    assert after["chat_last_seq"] == counts["chat_last_seq"]
+    assert after["chat_clients_here"] == counts["chat_clients_here"]
+    assert state(cluster) == before
+    assert rss(a) - memory < 8 * MiB
+
+
+def test_a_chat_message_over_max_message_is_refused_and_counted(cluster):
+    """100,000 characters of text: under the request limit, over [chat] max_message (4096 B)."""
+    a = cluster.daemons["a"]
+    client = _ChatClient(zmq.Context.instance(), a.endpoint, None, "longwinded")
+    try:
+        client.join(timeout=20)
+        counts = stats(a)
+        reply = client.call("chat.send", 10.0, id="long", text="y" * 100_000)
+        assert reply["ok"] is False and reply["error"]["code"] == "too_large", reply
+        assert "exceeds the limit of 4096" in reply["error"]["message"], reply
+        after = stats(a)
+        assert after["control_requests_refused"].get("too_large", 0) \
+            == counts["control_requests_refused"].get("too_large", 0) + 1
+        assert after["chat_last_seq"] == counts["chat_last_seq"]
+        assert client.call("chat.send", 10.0, id="short", text="fits")["ok"]
+    finally:
+        client.dealer.close(linger=0)
+
+
+def test_a_request_over_the_socket_limit_drops_only_its_connection(cluster):
+    """1.5 MiB: ZeroMQ (MAXMSGSIZE 1 MiB) drops the connection before the daemon sees it, so there
+    is no reply and nothing to count; the daemon serves everyone else, the sender's reconnected
+    socket too, and its view is unchanged."""
+    a = cluster.daemons["a"]
+    before = state(cluster)
+    counts = stats(a)
+    memory = rss(a)
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    try:
+        dealer.connect(a.endpoint)
+        for _ in range(REPEAT):
+            dealer.send_multipart([b"", b'{"cmd": "ping", "pad": "' + b"x" * (3 * MiB // 2) + b'"}'])
+        assert not dealer.poll(2000, zmq.POLLIN), dealer.recv_multipart()
+        assert a.request("ping", timeout=2) == {"pong": True}
+        dealer.send_multipart([b"", b'{"cmd": "ping"}'])  # ZeroMQ reconnects by itself
+        assert dealer.poll(10000, zmq.POLLIN), "the sender's socket never got through again"
+        assert dealer.recv_multipart() == [b"", b'{"ok": true, "result": {"pong": true}}']
+    finally:
+        dealer.close(linger=0)
+    after = stats(a)
+    assert after["control_requests"] - counts["control_requests"] <= 3  # our stats and ping requests
+    assert state(cluster) == before
+    assert rss(a) - memory < 8 * MiB
