@@ -566,3 +566,37 @@ def test_dsctl_view_lists_the_chat_users(chats):
     result = cluster.run(1, dsctl + ["--json"])
     assert json.loads(result.stdout)["clients"] == []
     assert "chat users: none" in cluster.run(1, dsctl).stdout
+
+
+def test_daemon_back_after_more_than_retention_entries_catches_up_from_a_snapshot():
+    """b misses more entries than the others retain ([chat] retention = 100, the least allowed):
+    it comes back to a snapshot of who is present, then the retained entries in order."""
+    with Cluster(3, use_namespaces=NAMESPACES_UNAVAILABLE is None) as cluster:
+        for i, name in enumerate(["a", "b", "c"], start=1):
+            cluster.add(name, priority=100 + i,
+                        chat={"retention": 100, "client_timeout": 60.0, "rate": 1000.0, "burst": 1000})
+        cluster.wait_agreed("c")
+        a, b, c = (cluster.daemons[n] for n in "abc")
+        session = "retention-session-0001"
+        request(a, "chat.join", user="ida", session=session)
+        for n in range(5):
+            request(a, "chat.send", user="ida", session=session, id=f"before{n}", text=f"before {n}")
+        held = wait_until(lambda: request(b, "chat.since", seq=0)["last_seq"] == 6 or None, 10, what="b holding 6")
+        assert held
+        b.kill()
+        cluster.wait_agreed("c", among=["a", "c"])
+        for n in range(150):
+            request(a, "chat.send", user="ida", session=session, id=f"down{n}", text=f"while b was down {n}")
+        last = request(c, "chat.since", seq=0)["last_seq"]
+        assert last == 156 and request(c, "chat.since", seq=0)["first_seq"] > 7  # b's next seq is gone
+
+        b.start()
+        cluster.wait_agreed("c")
+        caught_up = wait_until(lambda: (r := request(b, "chat.since", seq=0))["last_seq"] == last and r, 15,
+                               what="b caught up")
+        first = caught_up["first_seq"]
+        assert first > 7 and [e["seq"] for e in caught_up["entries"]] == list(range(first, last + 1))
+        theirs = request(c, "chat.since", seq=first - 1)["entries"]
+        assert caught_up["entries"] == theirs
+        assert who(b) == who(c) == [{"user": "ida", "server": "a", "since": who(c)[0]["since"]}]
+        assert f"installed a snapshot from c at seq {first - 1}" in b.logs()
