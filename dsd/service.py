@@ -69,7 +69,7 @@ class Service:
         )
         self.context = zmq.asyncio.Context()
         host = self.transport.local_address.rpartition(":")[0]
-        self.links = Links(self.context, peer_bind_endpoint(settings.chat.peer_endpoint, host))
+        self.links = Links(peer_bind_endpoint(settings.chat.peer_endpoint, host), self.keyring)
         control = settings.control
         self.control = ControlServer(self.context, control.endpoint, self._on_request, control.tcp_endpoint)
         self.feed = Feed(self.context, control.feed, settings.node.name, control.tcp_feed)
@@ -85,6 +85,7 @@ class Service:
             preempt=settings.election.preempt,
             address=self.transport.local_address,
             endpoint=self.links.endpoint,
+            link_key=self.links.public_key,
             offer=offer,
         )
         self.store = open_store(settings.node.state_dir, settings.chat.retention)
@@ -189,6 +190,8 @@ class Service:
             return
         assert self.sealer is not None and self.opener is not None  # the same secret_file: it was set
         self.keyring = self.sealer.keyring = self.opener.keyring = keyring
+        self.links.use_keyring(keyring)
+        self._follow_view()  # re-connect the links the new signing key closed
         log.info("cluster keys reloaded: %d key(s)", len(keyring.keys))
 
     # ---------------------------------------------------------------- inputs
@@ -276,7 +279,7 @@ class Service:
     def _follow_view(self) -> None:
         """Tell the chat core about a new leader, term or set of peers, and connect the links."""
         node = self.node
-        peers = {p.name: p.endpoint for p in node.peers}
+        peers = {p.name: (p.endpoint, p.link_key) for p in node.peers}
         view = (node.leader, node.term, frozenset(peers))
         self.links.connect(peers)
         if view != self._chat_view:
@@ -335,6 +338,7 @@ class Service:
             "link_messages_sent": self.links.sent,
             "link_messages_received": self.links.received,
             "link_messages_dropped": self.links.dropped,
+            "link_clients_refused": self.links.refused,
             "link_messages_rejected": self.link_messages_rejected + self.chat.counters.link_messages_ignored,
             "chat_last_seq": self.chat.commit,
             "chat_entries_sequenced": self.chat.counters.entries_sequenced,

@@ -4,23 +4,44 @@ Best effort by design: a message to a peer that is not connected is dropped at o
 (ZMQ_IMMEDIATE, non-blocking send) rather than queued, because the chat core
 retransmits whatever is not acknowledged, and a queue in front of a dead peer would only
 grow. ZeroMQ keeps each link in order and reconnects by itself.
+
+With a cluster secret the links use CURVE (encrypted and authenticated): the PULL socket
+is a CURVE server with a keypair made afresh at each start, whose public key the daemon
+announces in its signed heartbeats (`Heartbeat.link_key`). Each PUSH socket's client
+keypair is derived from the signing key (`client_keypair`), and the ZAP handler admits
+exactly the client keys derived from the configured keys: holding the secret is what
+lets a daemon deliver link messages, and key rotation works as it does for datagrams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from typing import Callable
 
 import zmq
 import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
 
+from dsd.auth import Keyring
 from dsd.io.control import YIELD_EVERY, bind
 
 log = logging.getLogger("dsd.links")
 
 MAX_MESSAGE = 4 * 1024 * 1024
 SEND_HWM = 10_000  # messages queued per connected peer before sends are dropped
+ZAP_DOMAIN = "dsd.links"
+CLIENT_KEY_LABEL = b"dsd link client v1"
+Keypair = tuple[bytes, bytes]  # (public, secret), Z85
+
+
+def client_keypair(key: bytes) -> Keypair:
+    """The CURVE keypair of the PUSH sockets of a daemon that signs with `key`: anyone with the key can derive it."""
+    secret = z85.encode(hmac.new(key, CLIENT_KEY_LABEL, hashlib.sha256).digest())
+    return zmq.curve_public(secret), secret
 
 
 def peer_bind_endpoint(configured: str, interface_address: str) -> str:
@@ -29,41 +50,82 @@ def peer_bind_endpoint(configured: str, interface_address: str) -> str:
 
 
 class Links:
-    """Sends encoded link messages to named peers and hands incoming ones to `on_message`."""
+    """Sends encoded link messages to named peers and hands incoming ones to `on_message`.
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str) -> None:
-        self._context = context
-        self._inbox = context.socket(zmq.PULL)
+    `keyring` None: plain TCP. Otherwise CURVE, see the module doc; `public_key` is then
+    what to announce beside `endpoint`.
+    """
+
+    def __init__(self, endpoint: str, keyring: Keyring | None) -> None:
+        # A context of its own: ZeroMQ has one ZAP handler per context, and this one admits link clients only.
+        self._context = zmq.asyncio.Context()
+        self._inbox = self._context.socket(zmq.PULL)
         self._inbox.setsockopt(zmq.LINGER, 0)
         self._inbox.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         self._inbox.setsockopt(zmq.RCVHWM, 100_000)
-        self.endpoint = bind(self._inbox, endpoint, "chat peer")
-        self._peers: dict[str, tuple[str, zmq.asyncio.Socket]] = {}
+        self._peers: dict[str, tuple[tuple[str, str], zmq.asyncio.Socket]] = {}
         self.sent = 0
         self.dropped = 0
         self.received = 0
+        self.refused = 0  # CURVE handshakes refused: a client key derived from no configured key
+        self._allowed: frozenset[bytes] = frozenset()
+        self._client: Keypair | None = None
+        self._authenticator: AsyncioAuthenticator | None = None
+        self.public_key = ""
+        if keyring is not None:
+            # The handler runs before the bind: without one, libzmq would let any client key in.
+            self._authenticator = AsyncioAuthenticator(self._context, log=logging.getLogger("dsd.links.zap"))
+            self._authenticator.start()
+            self._authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
+            public, secret = zmq.curve_keypair()
+            self._inbox.curve_secretkey = secret
+            self._inbox.curve_publickey = public
+            self._inbox.curve_server = True
+            self._inbox.zap_domain = ZAP_DOMAIN.encode()
+            self.public_key = public.decode()
+            self.use_keyring(keyring)
+        self.endpoint = bind(self._inbox, endpoint, "chat peer")
 
-    def connect(self, endpoints: dict[str, str]) -> None:
-        """Keep one PUSH per peer, following endpoint changes (a restarted peer gets a new port)."""
-        for name in list(self._peers):
-            endpoint, socket = self._peers[name]
-            if endpoints.get(name) != endpoint:
-                socket.close(linger=0)
-                del self._peers[name]
-        for name, endpoint in endpoints.items():
-            if name in self._peers or not endpoint:
+    def use_keyring(self, keyring: Keyring) -> None:
+        """Admit the client keys of every key; sign (connect) with the first, re-connecting if it changed."""
+        self._allowed = frozenset(client_keypair(key)[0] for key in keyring.keys)
+        client = client_keypair(keyring.signing)
+        if client != self._client:
+            self._client = client
+            self._disconnect(set(self._peers))
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        """The ZAP handler's question: may this client key deliver link messages?"""
+        if client_key in self._allowed:
+            return True
+        self.refused += 1
+        log.debug("refused a link client with key %s", client_key.decode(errors="replace"))
+        return False
+
+    def connect(self, peers: dict[str, tuple[str, str]]) -> None:
+        """Keep one PUSH per peer (name -> (endpoint, link key)), following changes (a restarted peer gets a new port)."""
+        self._disconnect({name for name, (target, _) in self._peers.items() if peers.get(name) != target})
+        for name, (endpoint, server_key) in peers.items():
+            if name in self._peers or not endpoint or (self._client is not None and not server_key):
                 continue
             socket = self._context.socket(zmq.PUSH)
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.IMMEDIATE, 1)
             socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+            if self._client is not None:
+                socket.curve_serverkey = server_key.encode()
+                socket.curve_publickey, socket.curve_secretkey = self._client
             try:
                 socket.connect(endpoint)
             except zmq.ZMQError as error:
                 log.warning("cannot connect to %s at %s: %s", name, endpoint, error.strerror)
                 socket.close(linger=0)
                 continue
-            self._peers[name] = (endpoint, socket)
+            self._peers[name] = ((endpoint, server_key), socket)
+
+    def _disconnect(self, names: set[str]) -> None:
+        for name in names:
+            self._peers.pop(name)[1].close(linger=0)
 
     def send(self, to: str, data: bytes) -> None:
         peer = self._peers.get(to)
@@ -85,7 +147,8 @@ class Links:
                 await asyncio.sleep(0)  # a queued message completes recv() at once: let the rest run
 
     def close(self) -> None:
-        for _, socket in self._peers.values():
-            socket.close(linger=0)
-        self._peers.clear()
+        self._disconnect(set(self._peers))
         self._inbox.close(linger=0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        self._context.term()

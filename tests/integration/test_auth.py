@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 from dsd import auth, wire
+from dsd.client import ControlClient
 from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
 from tests.netns import namespaces_unavailable
 
@@ -24,6 +26,11 @@ STRANGER = 4
 KEY = bytes(range(1, 33))
 OTHER_KEY = bytes(range(101, 133))
 KEYRING = auth.Keyring((KEY,))
+
+
+def request(daemon: Daemon, cmd: str, **args: Any) -> dict[str, Any]:
+    with ControlClient(daemon.endpoint, timeout=5.0, retries=1) as client:
+        return client.request(cmd, **args)
 
 
 def write_key_file(path: Path, key: bytes, mode: int = 0o600) -> str:
@@ -208,6 +215,48 @@ def test_a_daemon_with_another_secret_does_not_join(secured: Cluster) -> None:
         del secured.daemons["d"]
 
 
+def test_chat_works_over_curve_links(secured: Cluster) -> None:
+    a, b, c = (secured.daemons[name] for name in "abc")
+    session = "curve-session-0001"
+    request(a, "chat.join", user="alice", session=session)
+    seq = request(a, "chat.send", user="alice", session=session, id="m1", text="over curve")["seq"]
+
+    def delivered(daemon: Daemon) -> bool:
+        entries = request(daemon, "chat.since", seq=seq - 1)["entries"]
+        return any(e["seq"] == seq and e["text"] == "over curve" for e in entries)
+
+    wait_until(lambda: all(delivered(d) for d in (a, b, c)), timeout=10, what="the message on every daemon")
+    for daemon in (a, b, c):
+        stats = daemon.request("stats")
+        assert stats["link_messages_received"] > 0 and stats["link_clients_refused"] == 0, stats
+
+
+def test_the_link_of_a_daemon_needs_the_secret_not_only_its_endpoint(secured, stranger) -> None:
+    """A stranger who read c's endpoint and link key from a heartbeat cannot deliver to it."""
+    beat = next(m for m in map(auth.Opener(KEYRING).open, stranger.capture(20))
+                if isinstance(m, wire.Heartbeat) and m.name == "c")
+    assert beat.endpoint and beat.link_key
+    target = secured.daemons["c"]
+    for key, delivers in ((KEY, True), (OTHER_KEY, False)):
+        before = target.request("stats")
+        pusher = subprocess.Popen(
+            secured.prefix(STRANGER) + [sys.executable, "-c", _PUSHER, beat.endpoint, beat.link_key, key.hex()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            if delivers:  # the control: with the secret the same socket gets through (and its junk is rejected)
+                wait_until(lambda: target.request("stats")["link_messages_received"] > before["link_messages_received"],
+                           timeout=10, what="the link message with the right key")
+            else:
+                wait_until(lambda: target.request("stats")["link_clients_refused"] > before["link_clients_refused"],
+                           timeout=10, what="the handshake with the wrong key refused")
+        finally:
+            pusher.communicate(timeout=10)  # closing stdin ends it
+        after = target.request("stats")
+        if not delivers:
+            assert after["link_messages_received"] == before["link_messages_received"], (before, after)
+            assert after["link_messages_rejected"] == before["link_messages_rejected"], (before, after)
+
+
 def test_a_replayed_heartbeat_of_a_dead_daemon_does_not_bring_it_back(secured, stranger, feeds) -> None:
     """Last in this module: it kills a."""
     from_a = [d for d in stranger.capture(30) if auth.Opener(KEYRING).open(d).name == "a"]
@@ -221,6 +270,23 @@ def test_a_replayed_heartbeat_of_a_dead_daemon_does_not_bring_it_back(secured, s
         assert rejected(secured.daemons[name])["replayed"] - counts[name] == len(from_a)
     assert secured.agreed("c", among=["b", "c"]) == (term, "c")
     assert not [e for e in events if e.get("name") == "a"], events
+
+
+# Run on the stranger's host: argv = endpoint, server key (Z85), cluster key (hex). Connects a
+# PUSH with the client keypair derived from that key, sends one (junk) link message, and
+# stays connected until stdin closes.
+_PUSHER = """
+import sys, zmq
+from dsd.io.links import client_keypair
+endpoint, server_key, key = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
+socket = zmq.Context.instance().socket(zmq.PUSH)
+socket.setsockopt(zmq.LINGER, 0)
+socket.curve_serverkey = server_key.encode()
+socket.curve_publickey, socket.curve_secretkey = client_keypair(key)
+socket.connect(endpoint)
+socket.send(b"not a link message")
+sys.stdin.read()
+"""
 
 
 # Run on the stranger's host: argv = group, port, interface address, count, header (hex);
