@@ -18,6 +18,7 @@ from typing import TextIO
 
 from dsd.client import DaemonError
 from dsd.config import ConfigError, load_settings
+from dsd.curve import SERVER_KEY_NEEDED, ClientCurve, CurveError, require_server_key
 from dschat import render
 from dschat.discover import discover
 from dschat.session import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, HEARTBEAT_INTERVAL, Fatal, Output, Session
@@ -69,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--discover", action="store_true",
                         help="find daemons that take TCP clients by multicast (for a host without a daemon; "
                              "the group, port and interface come from the configuration)")
+    parser.add_argument("--server-key", metavar="KEY",
+                        help="for tcp:// endpoints: the daemons' public key (Z85, or a certificate file), "
+                             "as `dsctl server-key` prints it on a daemon's host")
+    parser.add_argument("--key", metavar="PATH",
+                        help="with --server-key: your secret certificate (NAME.key_secret from `dsctl keygen`); "
+                             "default: a new key each run, which only daemons with any_client = true let in")
     parser.add_argument("--json", action="store_true", help="print entries as JSON lines (never interactive)")
     parser.add_argument("--history", type=_history, default=20, metavar="N",
                         help="entries of history to show at start (default 20, at most 1000)")
@@ -305,10 +312,10 @@ async def _interactive(session: Session, output: TerminalOutput, wait: float) ->
         return await _finish(session, output, wait)
 
 
-async def _run(args: argparse.Namespace, endpoints: list[str], interactive: bool) -> int:
+async def _run(args: argparse.Namespace, endpoints: list[str], curve: ClientCurve | None, interactive: bool) -> int:
     output = TerminalOutput(args.user) if interactive else LineOutput(args.user, args.json)
     session = Session(args.user, endpoints, output, timeout=args.timeout, history=args.history,
-                      failover=args.failover, persist=interactive, heartbeat=args.heartbeat)
+                      failover=args.failover, persist=interactive, heartbeat=args.heartbeat, curve=curve)
     try:
         await session.connect()
         body = (_interactive(session, output, args.wait) if isinstance(output, TerminalOutput)
@@ -324,6 +331,14 @@ async def _run(args: argparse.Namespace, endpoints: list[str], interactive: bool
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        curve = ClientCurve.from_options(args.server_key, args.key)
+        require_server_key(args.endpoint, curve)
+        if args.discover and curve is None:
+            raise CurveError(f"--discover finds TCP endpoints, which are encrypted: {SERVER_KEY_NEEDED}")
+    except CurveError as error:
+        print(f"dschat: {error}", file=sys.stderr)
+        return EXIT_FAILED
     endpoints = list(args.endpoint)
     if not endpoints or args.discover:
         try:
@@ -346,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             endpoints = [settings.control.endpoint]
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.json
     try:
-        return asyncio.run(_run(args, endpoints, interactive))
+        return asyncio.run(_run(args, endpoints, curve, interactive))
     except KeyboardInterrupt:
         print("dschat: interrupted", file=sys.stderr)
         return EXIT_FAILED

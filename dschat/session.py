@@ -18,12 +18,12 @@ import asyncio
 import json
 import os
 from typing import Any, Awaitable, Callable, Coroutine, Protocol
-from urllib.parse import urlsplit
 
 import zmq
 import zmq.asyncio
 
-from dsd.client import DaemonError, Unreachable
+from dsd.client import DaemonError, Unreachable, feed_address
+from dsd.curve import UNANSWERED_TCP_HINT, ClientCurve, connect, is_tcp
 from dschat.state import ChatState, Entry, new_token
 
 # Exit statuses (2, usage, is argparse's).
@@ -56,15 +56,6 @@ class Output(Protocol):
     def error(self, text: str) -> None: ...
 
 
-def feed_address(control: str, feed: str) -> str:
-    """Where to subscribe: a feed bound on all interfaces (`tcp://*:p`) is reached on the control host."""
-    if feed.startswith("tcp://") and control.startswith("tcp://"):
-        host = urlsplit(feed).hostname
-        if host in ("*", "0.0.0.0"):
-            return f"tcp://{urlsplit(control).hostname}:{urlsplit(feed).port}"
-    return feed
-
-
 def _result(raw: bytes) -> dict[str, Any]:
     try:
         reply = json.loads(raw)
@@ -94,8 +85,10 @@ def _entry(frames: list[bytes]) -> Entry | None:
 class Link:
     """One daemon: Lazy Pirate requests on a REQ socket, and a SUB on its feed."""
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, timeout: float, retries: int) -> None:
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, timeout: float, retries: int,
+                 curve: ClientCurve | None = None) -> None:
         self.endpoint = endpoint
+        self.curve = curve
         self.timeout = timeout
         self.retries = retries
         self.lost = asyncio.Event()
@@ -126,19 +119,20 @@ class Link:
                 if raw is not None:
                     return _result(raw)
                 self._close_request_socket()
-        raise Unreachable(f"no answer from {self.endpoint} after {self.retries} tries of {self.timeout:g}s")
+        hint = f"; {UNANSWERED_TCP_HINT}" if is_tcp(self.endpoint) else ""
+        raise Unreachable(f"no answer from {self.endpoint} after {self.retries} tries of {self.timeout:g}s{hint}")
 
     def subscribe(self, feed: str) -> None:
         self.feed = self._context.socket(zmq.SUB)
         self.feed.setsockopt(zmq.LINGER, 0)
         self.feed.setsockopt(zmq.SUBSCRIBE, FEED_TOPIC)
-        self.feed.connect(feed)
+        connect(self.feed, feed, self.curve)
 
     def _request_socket(self) -> zmq.asyncio.Socket:
         if self._socket is None:
             self._socket = self._context.socket(zmq.REQ)
             self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.connect(self.endpoint)
+            connect(self._socket, self.endpoint, self.curve)
         return self._socket
 
     def _close_request_socket(self) -> None:
@@ -162,9 +156,10 @@ class Session:
 
     def __init__(self, user: str, endpoints: list[str], output: Output, *, timeout: float = 1.0,
                  retries: int = 3, history: int = 20, failover: float = 10.0, persist: bool = False,
-                 heartbeat: float = HEARTBEAT_INTERVAL) -> None:
+                 heartbeat: float = HEARTBEAT_INTERVAL, curve: ClientCurve | None = None) -> None:
         self.user = user
         self.endpoints = endpoints
+        self.curve = curve  # for the tcp:// endpoints
         self.output = output
         self.state = ChatState(user)
         self.token = new_token()  # made once: a re-join after a failover proves it is still us
@@ -281,7 +276,7 @@ class Session:
 
     async def _establish(self, index: int, deadline: float) -> None:
         """Connect to endpoint `index`: feed first, then join, then history or since."""
-        link = Link(self._context, self.endpoints[index], self.timeout, self.retries)
+        link = Link(self._context, self.endpoints[index], self.timeout, self.retries, self.curve)
         try:
             info = await link.request("info")
             if not isinstance(info.get("feed"), str):

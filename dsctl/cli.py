@@ -14,12 +14,15 @@ from typing import Any, Callable
 
 import zmq
 
-from dsd.client import ControlClient, DaemonError, Unreachable
+from dsd.client import ControlClient, DaemonError, Unreachable, feed_address
 from dsd.commands import COMMANDS
 from dsd.config import ConfigError, load_settings
+from dsd.curve import ClientCurve, CurveError, connect, keygen, require_server_key
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 WATCH_HELP = "stream feed events until Ctrl-C, one line each"
+KEYGEN_HELP = ("make a client keypair: DIR/NAME.key (public: for the daemon's [control] client_keys or "
+               "admin_keys) and DIR/NAME.key_secret (for --key)")
 # The chat commands are dschat's (docs/chat-api.md); an operator sees the users in `view`.
 OPERATOR_COMMANDS = {name: command for name, command in COMMANDS.items() if not name.startswith("chat.")}
 
@@ -63,6 +66,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "info": render_pairs,
     "ping": lambda result: "pong",
     "elect": lambda result: f"election started (term was {result['term']})",
+    "server-key": lambda result: result["server_key"],
 }
 
 
@@ -84,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, metavar="S",
                         help="seconds per try (default 1)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument("--server-key", metavar="KEY", default=argparse.SUPPRESS,
+                        help="with -e tcp://...: the daemon's public key (Z85, or a certificate file), "
+                             "as `dsctl server-key` prints it on the daemon's host")
+    common.add_argument("--key", metavar="PATH", default=argparse.SUPPRESS,
+                        help="with --server-key: your secret certificate (NAME.key_secret from `dsctl keygen`); "
+                             "default: a new key each run, which only a daemon with any_client = true lets in")
     parser = argparse.ArgumentParser(
         prog="dsctl",
         description="Inspect and operate a dsd daemon.",
@@ -93,8 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, text in [(c.name, c.help) for c in OPERATOR_COMMANDS.values()] + [("watch", WATCH_HELP)]:
         sub.add_parser(name, help=text, description=text, parents=[common])
+    keys = sub.add_parser("keygen", help=KEYGEN_HELP, description=KEYGEN_HELP, parents=[common])
+    keys.add_argument("directory", metavar="DIR", help="where to write them (made if missing)")
+    keys.add_argument("name", metavar="NAME", help="the files' name: 1-64 characters of A-Z a-z 0-9 . _ -")
     args = parser.parse_args(argv)
-    for option, default in (("config", None), ("endpoint", None), ("timeout", 1.0), ("json", False)):
+    for option, default in (("config", None), ("endpoint", None), ("timeout", 1.0), ("json", False),
+                            ("server_key", None), ("key", None)):
         if not hasattr(args, option):
             setattr(args, option, default)
     if args.timeout <= 0:
@@ -103,12 +117,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def watch(client: ControlClient, as_json: bool) -> int:
-    feed = client.request("info")["feed"]
+    info = client.request("info")
+    remote = client.endpoint.startswith("tcp://") and isinstance(info.get("tcp_feed"), str)
+    feed = feed_address(client.endpoint, info["tcp_feed"]) if remote else info["feed"]
     context = zmq.Context.instance()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.SUBSCRIBE, b"")
-    socket.connect(feed)
+    connect(socket, feed, client.curve)
     try:
         while True:
             _, body = socket.recv_multipart()
@@ -120,8 +136,24 @@ def watch(client: ControlClient, as_json: bool) -> int:
         socket.close(linger=0)
 
 
+def make_keys(directory: str, name: str, as_json: bool) -> int:
+    try:
+        public, secret, public_key = keygen(directory, name)
+    except CurveError as error:
+        print(f"dsctl: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps({"public": public, "secret": secret, "public_key": public_key}, indent=2))
+    else:
+        print(table([["public", public, "for the daemon's [control] client_keys (or admin_keys) directory"],
+                     ["secret", secret, "yours only: dschat/dsctl --key"], ["key", public_key, ""]]))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "keygen":
+        return make_keys(args.directory, args.name, args.json)
     endpoint = args.endpoint
     if endpoint is None:
         try:
@@ -130,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dsctl: {error}", file=sys.stderr)
             return EXIT_FAILED
     try:
-        with ControlClient(endpoint, timeout=args.timeout) as client:
+        curve = ClientCurve.from_options(args.server_key, args.key)
+        if args.endpoint is not None:  # the configuration's own endpoint is the local, trusted one
+            require_server_key([endpoint], curve)
+    except CurveError as error:
+        print(f"dsctl: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        with ControlClient(endpoint, timeout=args.timeout, curve=curve) as client:
             if args.command == "watch":
                 return watch(client, args.json)
             result = client.request(args.command)

@@ -7,6 +7,10 @@ Request:  ``{"cmd": NAME, "args": {...}}`` (optionally ``"rid"``, echoed in the 
 Reply:    ``{"ok": true, "result": {...}}`` or
           ``{"ok": false, "error": {"code": CODE, "message": TEXT}}``
 
+Admin commands (`elect`: whatever changes the cluster's state) are refused with
+``forbidden`` over the TCP endpoint unless the client's key is in ``[control] admin_keys``;
+through the ipc endpoint everything is allowed. The chat commands are user commands.
+
 The chat commands are documented in docs/chat-api.md.
 """
 
@@ -45,6 +49,8 @@ class Daemon(Protocol):
     def info(self) -> dict[str, Any]: ...
 
     def elect(self) -> dict[str, Any]: ...
+
+    def server_key(self) -> dict[str, Any]: ...
 
     def chat_request(self, request: Request, cmd: str, args: dict[str, Any]) -> dict[str, Any] | None: ...
 
@@ -86,6 +92,7 @@ class Command:
     help: str
     run: Callable[[Daemon, Request, dict[str, Any]], "dict[str, Any] | None"]
     args: tuple[Arg, ...] = ()
+    admin: bool = False  # changes the cluster's state: over TCP, only for [control] admin_keys
 
 
 def _leader(daemon: Daemon, request: Request, args: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +118,9 @@ COMMANDS: dict[str, Command] = {
                 lambda d, r, a: d.view()),
         Command("leader", "the leader and the term", _leader),
         Command("stats", "datagram, election, chat and uptime counters", lambda d, r, a: d.stats()),
-        Command("elect", "start an election now", lambda d, r, a: d.elect()),
+        Command("elect", "start an election now", lambda d, r, a: d.elect(), admin=True),
+        Command("server-key", "the daemon's public key, which TCP clients give as --server-key",
+                lambda d, r, a: d.server_key()),
         _chat_command("chat.join", "join the chat as USER (dschat does this)", USER, SESSION),
         _chat_command("chat.send", "send a message (dschat does this)",
                       USER, SESSION, Arg("id", str, high=64), Arg("text", str, high=MAX_REQUEST)),
@@ -182,20 +191,25 @@ def reply(rid: str | None, result: dict[str, Any] | None = None, error: tuple[st
     return json.dumps(body).encode()
 
 
-def handle(daemon: Daemon, payload: bytes, envelope: list[bytes], refused: Counter[str] | None = None) -> bytes | None:
+def handle(daemon: Daemon, payload: bytes, envelope: list[bytes], refused: Counter[str] | None = None,
+           admin: bool = True) -> bytes | None:
     """One request in, its reply out (None: the daemon answers later); never raises for bad input.
 
-    Each refusal is counted in `refused` by its error code (`dsctl stats`).
+    Each refusal is counted in `refused` by its error code (`dsctl stats`). Without `admin`
+    (a TCP client whose key is not in admin_keys) admin commands are refused.
     """
     rid = None
     try:
         command, args, rid = parse_request(payload)
+        if command.admin and not admin:
+            raise RequestError("forbidden", f"{command.name} is an admin command: over TCP only a client key "
+                                            "in the daemon's [control] admin_keys may run it")
         result = command.run(daemon, Request(envelope, rid), args)
         return None if result is None else reply(rid, result)
     except RequestError as error:
         if refused is not None:
             refused[error.code] += 1
-        return reply(error.rid, error=(error.code, error.message))
+        return reply(rid if error.rid is None else error.rid, error=(error.code, error.message))
     except Exception as error:  # a bug in one command must not take the control socket down
         log.exception("control request failed")
         if refused is not None:

@@ -80,6 +80,10 @@ class ControlSettings:
     feed: str
     tcp_endpoint: str
     tcp_feed: str
+    server_key: str
+    client_keys: str
+    any_client: bool
+    admin_keys: str
 
 
 @dataclass(frozen=True)
@@ -243,10 +247,15 @@ def _socket_in_runtime_dir(filename: str) -> _ComputedDefault:
     return lambda env, values: "ipc://" + os.path.join(values["node"]["runtime_dir"], filename)
 
 
+def _in_state_dir(filename: str) -> _ComputedDefault:
+    return lambda env, values: os.path.join(values["node"]["state_dir"], filename)
+
+
 # --- the table ----------------------------------------------------------------------------
 
 _SECONDS = "a number of seconds"
 _ENDPOINT = f'"ipc://PATH" (PATH at most {_IPC_PATH_MAX} bytes) or "tcp://HOST:PORT"'
+_CERTIFICATES = '"" (none) or the absolute path of a directory of client certificates (NAME.key)'
 
 _KEYS: tuple[_Key, ...] = (
     _Key("node", "name", str, lambda env, values: socket.gethostname(),
@@ -285,6 +294,14 @@ _KEYS: tuple[_Key, ...] = (
          lambda v: v == "" or _is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
     _Key("control", "tcp_feed", str, "",
          lambda v: v == "" or _is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
+    _Key("control", "server_key", str, _in_state_dir("server.key_secret"),
+         _is_absolute_path, "the absolute path of the daemon's secret certificate (made if missing)"),
+    _Key("control", "client_keys", str, "",
+         lambda v: v == "" or _is_absolute_path(v), _CERTIFICATES),
+    _Key("control", "any_client", bool, False,
+         lambda v: True, "true or false"),
+    _Key("control", "admin_keys", str, "",
+         lambda v: v == "" or _is_absolute_path(v), _CERTIFICATES),
     _Key("chat", "peer_endpoint", str, "",
          _is_peer_endpoint, '"" (the cluster interface\'s address, a free port) or "tcp://HOST:PORT" (PORT may be *)'),
     _Key("chat", "client_timeout", float, 10.0,
@@ -413,6 +430,13 @@ def _check_relations(values: _Values, where: str) -> None:
     if control["tcp_endpoint"] and control["tcp_endpoint"] == control["tcp_feed"]:
         raise ConfigError(f"{where}: [control] tcp_feed = {_toml(control['tcp_feed'])}: "
                           f"must differ from [control] tcp_endpoint")
+    if control["tcp_endpoint"] and not control["client_keys"] and not control["any_client"]:
+        raise ConfigError(f"{where}: [control] tcp_endpoint = {_toml(control['tcp_endpoint'])}: "
+                          f"say which clients may connect: set [control] client_keys (a directory of their "
+                          f"certificates) or any_client = true (any key; still encrypted)")
+    if control["client_keys"] and control["any_client"]:
+        raise ConfigError(f"{where}: [control] any_client = true, client_keys = {_toml(control['client_keys'])}: "
+                          f"set one of them (any_client lets every key in)")
 
 
 def parse_settings(text: str, source: str | None,

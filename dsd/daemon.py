@@ -19,6 +19,7 @@ from typing import IO
 from dsd import __version__
 from dsd.auth import read_keyring
 from dsd.config import ConfigError, Settings, find_config_path, load_settings, render_settings
+from dsd.curve import load_server_keys
 from dsd.io.control import BindError
 from dsd.io.multicast import TransportError
 from dsd.store import StoreError
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             config_path = os.path.abspath(config_path)  # --daemon changes to /; SIGHUP reloads this path
         settings = load_settings(config_path)
         read_keyring(settings.cluster.secret_file)  # checked here so that the error reaches the terminal
+        load_server_keys(settings.control, create=False)  # the same for the TCP endpoints' keys
     except ConfigError as error:
         print(f"dsd: {error}", file=sys.stderr)
         return EXIT_FAILED

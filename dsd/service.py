@@ -24,7 +24,8 @@ from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
 from dsd.core.chat import Chat, ChatLimits
 from dsd.core.node import LEADER, Node
 from dsd.core.timing import Timing
-from dsd.io.control import ControlServer, Feed, cancel, reachable
+from dsd.curve import load_server_keys
+from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable
 from dsd.io.links import Links, peer_bind_endpoint
 from dsd.io.multicast import MulticastTransport, Transport
 from dsd.io.systemd import Notifier
@@ -71,8 +72,11 @@ class Service:
         host = self.transport.local_address.rpartition(":")[0]
         self.links = Links(peer_bind_endpoint(settings.chat.peer_endpoint, host), self.keyring)
         control = settings.control
-        self.control = ControlServer(self.context, control.endpoint, self._on_request, control.tcp_endpoint)
-        self.feed = Feed(self.context, control.feed, settings.node.name, control.tcp_feed)
+        keys = load_server_keys(control)
+        self.curve = CurveServer(keys) if keys is not None else None
+        self.control = ControlServer(self.context, control.endpoint, self._on_request, control.tcp_endpoint,
+                                     self.curve)
+        self.feed = Feed(self.context, control.feed, settings.node.name, control.tcp_feed, self.curve)
         offer = None
         if self.control.tcp_endpoint:
             offer = (reachable(self.control.tcp_endpoint, host), reachable(self.feed.tcp_endpoint, host))
@@ -153,6 +157,8 @@ class Service:
         self.store.close()
         self.control.close()
         self.feed.close()
+        if self.curve is not None:
+            self.curve.close()
         self.notifier.close()
         self.context.term()
 
@@ -242,8 +248,8 @@ class Service:
             log.error("a socket task failed, stopping: %s", task.exception())
             self.stop()
 
-    def _on_request(self, payload: bytes, envelope: list[bytes]) -> bytes | None:
-        return commands.handle(self, payload, envelope, self.requests_refused)
+    def _on_request(self, payload: bytes, envelope: list[bytes], admin: bool) -> bytes | None:
+        return commands.handle(self, payload, envelope, self.requests_refused, admin=admin)
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -356,6 +362,12 @@ class Service:
         """Control requests refused, by the error code replied (a malformed envelope is a bad_request)."""
         refused = self.requests_refused + Counter(bad_request=self.control.rejected)
         return dict(sorted(refused.items()))
+
+    def server_key(self) -> dict[str, Any]:
+        if self.curve is None:
+            raise commands.RequestError("not_configured", "this daemon has no TCP endpoint "
+                                                          "([control] tcp_endpoint), so no server key")
+        return {"server_key": self.curve.public_key}
 
     def elect(self) -> dict[str, Any]:
         self._apply(self.node.request_election(self.loop.time()))

@@ -1,4 +1,10 @@
-"""The control socket (ROUTER serving REQ clients) and the event feed (PUB)."""
+"""The control socket (ROUTER serving REQ clients) and the event feed (PUB).
+
+Each has an ipc socket, protected by its file mode, and optionally a TCP one for clients
+on other hosts, a CURVE server (see :class:`CurveServer`): encrypted, and only the client
+keys it allows get in. They are separate sockets, so whether a request came over TCP is
+known from where it arrived, never inferred from the message.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,22 @@ from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
+from zmq.auth import CURVE_ALLOW_ANY
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from dsd.curve import ServerKeys
 
 log = logging.getLogger("dsd.control")
 
 YIELD_EVERY = 256  # requests handled in a row before the event loop gets a turn
-RequestHandler = Callable[[bytes, list[bytes]], "bytes | None"]
-"""Called with (payload, envelope); returns the reply, or None to answer later with `reply`."""
+RequestHandler = Callable[[bytes, list[bytes], bool], "bytes | None"]
+"""Called with (payload, envelope, admin); returns the reply, or None to answer later with `reply`.
+
+`admin` is True for a request that may run admin commands: from the ipc socket, or over
+TCP from a key in `admin_keys`. The envelope is opaque: hand it back to `reply`.
+"""
+IPC, TCP = b"ipc", b"tcp"  # first frame of an envelope: the socket to answer on
+ZAP_DOMAIN = "dsd.control"
 
 
 class BindError(OSError):
@@ -58,74 +74,170 @@ def _envelope(frames: list[bytes]) -> list[bytes]:
     return frames[:1]
 
 
+class CurveServer:
+    """The TCP sockets' CURVE: the daemon's keypair, the ZAP handler admitting client keys, the admins.
+
+    The handler is zmq.auth's, in this event loop; it is started here, before any CURVE
+    socket is bound, since without a ZAP handler libzmq would let every client key in.
+    A ZAP handler serves every socket of its ZeroMQ context, so the TCP sockets get a
+    context of their own: other CURVE sockets of the daemon (the chat links) are not
+    judged by this handler's rules.
+    """
+
+    MAX_REFUSALS_LOGGED = 1000  # distinct refused keys named in the log, so a stranger cannot flood it
+
+    def __init__(self, keys: ServerKeys) -> None:
+        self.keys = keys
+        self.public_key = keys.keypair.public.decode("ascii")
+        self.context = zmq.asyncio.Context()
+        self._admins = {key.decode("ascii") for key in keys.admins}
+        self._refused: set[bytes] = set()
+        self._authenticator = AsyncioAuthenticator(self.context, log=logging.getLogger("dsd.zap"))
+        self._authenticator.start()
+        if keys.allowed is None:
+            self._authenticator.configure_curve(domain=ZAP_DOMAIN, location=CURVE_ALLOW_ANY)
+        else:
+            self._authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """zmq.auth's question: may the client with this public key (Z85) connect?"""
+        if self.keys.allowed is not None and key in self.keys.allowed:
+            return True
+        if key not in self._refused and len(self._refused) < self.MAX_REFUSALS_LOGGED:
+            self._refused.add(key)
+            log.warning("refused a TCP client: its key %s is in neither [control] client_keys nor admin_keys",
+                        key.decode("ascii", "replace"))
+        return False
+
+    def socket(self, kind: int) -> zmq.asyncio.Socket:
+        """A CURVE server socket of `kind`, not bound yet."""
+        socket = self.context.socket(kind)
+        socket.curve_server = True
+        socket.curve_secretkey = self.keys.keypair.secret
+        socket.zap_domain = ZAP_DOMAIN.encode()
+        return socket
+
+    def is_admin(self, frame: zmq.Frame) -> bool:
+        """Whether the message of `frame` came from a key in admin_keys (its ZAP User-Id is the Z85 key)."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:  # no User-Id: not authenticated by our handler
+            return False
+        return user_id in self._admins
+
+    def close(self) -> None:
+        """After the sockets made by `socket` are closed."""
+        self._authenticator.stop()
+        self.context.term()
+
+
+def _tcp_socket(kind: int, curve: CurveServer | None) -> zmq.asyncio.Socket:
+    if curve is None:
+        raise ValueError("a TCP endpoint needs a CurveServer")
+    return curve.socket(kind)
+
+
 class ControlServer:
-    """Answers each request frame with `handler(payload, envelope)`, at once or later via `reply`.
+    """Answers each request frame with `handler(payload, envelope, admin)`, at once or later via `reply`.
 
     A malformed envelope gets a bad_request reply.
     """
 
     def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler,
-                 tcp_endpoint: str = "") -> None:
+                 tcp_endpoint: str = "", curve: CurveServer | None = None) -> None:
         self.endpoint = endpoint
         self._handler = handler
-        self._socket = context.socket(zmq.ROUTER)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)
+        self._curve = curve
+        self._socket = self._router(context.socket(zmq.ROUTER))
         bind(self._socket, endpoint, "control")
-        self.tcp_endpoint = bind(self._socket, tcp_endpoint, "TCP control") if tcp_endpoint else ""
+        self._tcp: zmq.asyncio.Socket | None = None
+        self.tcp_endpoint = ""
+        if tcp_endpoint:
+            self._tcp = self._router(_tcp_socket(zmq.ROUTER, curve))
+            self.tcp_endpoint = bind(self._tcp, tcp_endpoint, "TCP control")
         self.requests = 0
         self.rejected = 0
 
+    @staticmethod
+    def _router(socket: zmq.asyncio.Socket) -> zmq.asyncio.Socket:
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)
+        return socket
+
     async def serve(self) -> None:
+        if self._tcp is None:
+            await self._serve(self._socket, IPC)
+        else:
+            await asyncio.gather(self._serve(self._socket, IPC), self._serve(self._tcp, TCP))
+
+    async def _serve(self, socket: zmq.asyncio.Socket, origin: bytes) -> None:
+        over_tcp = origin == TCP
         while True:
-            frames = await self._socket.recv_multipart()
+            message = await socket.recv_multipart(copy=not over_tcp)  # frames carry the User-Id
+            frames = [frame.bytes for frame in message] if over_tcp else message
             if len(frames) != 3 or frames[1] != b"":
                 self.rejected += 1
                 log.debug("refused a control message of %d frames", len(frames))
-                await self._socket.send_multipart(_envelope(frames) + [_BAD_ENVELOPE])
+                await socket.send_multipart(_envelope(frames) + [_BAD_ENVELOPE])
                 continue
             self.requests += 1
-            envelope = frames[:2]
-            reply = self._handler(frames[2], envelope)
+            admin = not over_tcp or (self._curve is not None and self._curve.is_admin(message[-1]))
+            reply = self._handler(frames[2], [origin, *frames[:2]], admin)
             if reply is not None:
-                await self._socket.send_multipart(envelope + [reply])
+                await socket.send_multipart(frames[:2] + [reply])
             if self.requests % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a queued request completes recv at once: let the rest run
 
     def reply(self, envelope: list[bytes], payload: bytes) -> None:
         """A deferred answer; dropped if the client is gone or not reading (never blocks)."""
+        socket = self._tcp if envelope[0] == TCP else self._socket
+        if socket is None:
+            return
         try:
-            self._socket.send_multipart(envelope + [payload], flags=zmq.NOBLOCK)
+            socket.send_multipart(envelope[1:] + [payload], flags=zmq.NOBLOCK)
         except zmq.ZMQError as error:
             log.debug("dropped a deferred reply: %s", error.strerror)
 
     def close(self) -> None:
         self._socket.close(linger=0)
+        if self._tcp is not None:
+            self._tcp.close(linger=0)
 
 
 class Feed:
     """Publishes `[topic, json]` events; slow subscribers are dropped by ZeroMQ's HWM, never waited for."""
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, node: str, tcp_endpoint: str = "") -> None:
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, node: str, tcp_endpoint: str = "",
+                 curve: CurveServer | None = None) -> None:
         self.endpoint = endpoint
         self._node = node
-        self._socket = context.socket(zmq.PUB)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        self._socket.setsockopt(zmq.SNDHWM, 10000)
-        bind(self._socket, endpoint, "feed")
-        self.tcp_endpoint = bind(self._socket, tcp_endpoint, "TCP feed") if tcp_endpoint else ""
+        self._sockets = [self._pub(context.socket(zmq.PUB))]
+        bind(self._sockets[0], endpoint, "feed")
+        self.tcp_endpoint = ""
+        if tcp_endpoint:
+            self._sockets.append(self._pub(_tcp_socket(zmq.PUB, curve)))
+            self.tcp_endpoint = bind(self._sockets[1], tcp_endpoint, "TCP feed")
         self.published = 0
+
+    @staticmethod
+    def _pub(socket: zmq.asyncio.Socket) -> zmq.asyncio.Socket:
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, 10000)
+        return socket
 
     def publish(self, topic: str, event: dict[str, Any]) -> None:
         body = {"topic": topic, "node": self._node, "time": round(time.time(), 6), **event}
-        try:
-            self._socket.send_multipart([topic.encode(), json.dumps(body).encode()], flags=zmq.NOBLOCK)
-            self.published += 1
-        except zmq.Again:
-            log.debug("feed full: dropped %s", topic)
+        frames = [topic.encode(), json.dumps(body).encode()]
+        for socket in self._sockets:
+            try:
+                socket.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                log.debug("feed full: dropped %s", topic)
+        self.published += 1
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        for socket in self._sockets:
+            socket.close(linger=0)
 
 
 async def cancel(task: "asyncio.Task[Any] | None") -> None:

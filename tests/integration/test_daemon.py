@@ -57,7 +57,9 @@ def test_check_config_prints_the_effective_settings_and_starts_nothing(make_clus
     assert settings["timing"] == {key: float(value) for key, value in FAST.items()}
     assert settings["election"] == {"preempt": False}
     assert settings["control"] == {"endpoint": daemon.endpoint, "feed": f"ipc://{daemon.dir}/run/dsd.feed",
-                                   "tcp_endpoint": "", "tcp_feed": ""}
+                                   "tcp_endpoint": "", "tcp_feed": "",
+                                   "server_key": f"{daemon.dir}/state/server.key_secret",
+                                   "client_keys": "", "any_client": False, "admin_keys": ""}
     # Keys the file leaves out are shown with their defaults.
     assert settings["cluster"]["group"] == "239.255.77.1"
     assert settings["cluster"]["port"] == cluster.cluster_settings.get("port", 5008)

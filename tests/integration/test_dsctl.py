@@ -265,8 +265,8 @@ def test_missing_config_file_exits_1(tmp_path):
 
 def test_help_lists_every_command():
     out = ok(dsctl("--help"))
-    listed = set(re.findall(r"^\s{4}(\w+)\s", out, flags=re.MULTILINE))
-    assert set(OPERATOR_COMMANDS) | {"watch"} == listed, out
+    listed = set(re.findall(r"^\s{4}([\w-]+)\s", out, flags=re.MULTILINE))
+    assert set(OPERATOR_COMMANDS) | {"watch", "keygen"} == listed, out
     for command in OPERATOR_COMMANDS.values():
         assert command.help in " ".join(out.split()), command
     assert "Exit codes" in out

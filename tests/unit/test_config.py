@@ -40,7 +40,8 @@ DEFAULTS = {
     "timing": {"heartbeat_interval": 0.2, "failure_timeout": 1.0, "discovery_timeout": 0.2},
     "election": {"preempt": True},
     "control": {"endpoint": "ipc:///run/dsd/dsd.ctl", "feed": "ipc:///run/dsd/dsd.feed",
-                "tcp_endpoint": "", "tcp_feed": ""},
+                "tcp_endpoint": "", "tcp_feed": "", "server_key": "/var/lib/dsd/server.key_secret",
+                "client_keys": "", "any_client": False, "admin_keys": ""},
     "chat": {"peer_endpoint": "", "client_timeout": 10.0, "max_message": 4096, "rate": 20.0,
              "burst": 50, "retention": 100_000},
     "log": {"level": "info"},
@@ -48,7 +49,7 @@ DEFAULTS = {
 STATIC_DEFAULTS = {"priority", "group", "port", "interface", "ttl", "heartbeat_interval",
                    "failure_timeout", "discovery_timeout", "preempt", "level", "peer_endpoint",
                    "client_timeout", "max_message", "rate", "burst", "retention", "tcp_endpoint",
-                   "tcp_feed", "secret_file"}
+                   "tcp_feed", "secret_file", "client_keys", "any_client", "admin_keys"}
 
 
 def as_dict(s: Settings) -> dict[str, dict[str, object]]:
@@ -79,7 +80,8 @@ def test_no_file_gives_defaults() -> None:
         cluster=ClusterSettings("239.255.77.1", 5008, "", 1, ""),
         timing=TimingSettings(0.2, 1.0, 0.2),
         election=ElectionSettings(True),
-        control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed", "", ""),
+        control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed", "", "",
+                                "/var/lib/dsd/server.key_secret", "", False, ""),
         chat=ChatSettings("", 10.0, 4096, 20.0, 50, 100_000),
         log=LogSettings("info"),
         source=None,
@@ -244,7 +246,7 @@ def test_tcp_client_endpoints_come_in_pairs() -> None:
     assert "set both" in message
     message = error_of('[control]\ntcp_endpoint = "tcp://*:5009"\ntcp_feed = "tcp://*:5009"\n')
     assert "must differ" in message
-    s = parse('[control]\ntcp_endpoint = "tcp://*:5009"\ntcp_feed = "tcp://10.0.0.1:5010"\n')
+    s = parse('[control]\ntcp_endpoint = "tcp://*:5009"\ntcp_feed = "tcp://10.0.0.1:5010"\nany_client = true\n')
     assert (s.control.tcp_endpoint, s.control.tcp_feed) == ("tcp://*:5009", "tcp://10.0.0.1:5010")
 
 

@@ -366,6 +366,9 @@ class StubDaemon:
     def elect(self) -> dict[str, Any]:
         return {"started": True}
 
+    def server_key(self) -> dict[str, Any]:
+        return {"server_key": "a" * 40}
+
     def chat_request(self, request: commands.Request, cmd: str, args: dict[str, Any]) -> dict[str, Any] | None:
         self.calls.append((cmd, dict(args), request.rid))
         return None if cmd in DEFERRED else {"cmd": cmd}
@@ -668,7 +671,7 @@ def test_a_failing_command_is_an_internal_error_reply_not_an_exception(request: 
         def _fail(self, *args: Any) -> Any:
             raise failure
 
-        view = stats = info = elect = chat_request = _fail
+        view = stats = info = elect = server_key = chat_request = _fail
 
     answer = commands.handle(Broken(), payload, [b""])
     assert answer is not None
@@ -781,6 +784,10 @@ GOOD: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("control", "feed"): IPC | TCP,
     ("control", "tcp_endpoint"): TCP,
     ("control", "tcp_feed"): TCP,
+    ("control", "server_key"): ABSOLUTE,
+    ("control", "client_keys"): st.just("") | ABSOLUTE,
+    ("control", "any_client"): st.booleans(),
+    ("control", "admin_keys"): st.just("") | ABSOLUTE,
     ("chat", "peer_endpoint"): st.just("") | TCP | HOSTS.map(lambda h: f"tcp://{h}:*"),
     ("chat", "client_timeout"): st.floats(1, 3600) | st.integers(1, 3600) | st.sampled_from([1, 3600.0]),
     ("chat", "max_message"): st.integers(1, 65536) | st.sampled_from([1, 65536]),
@@ -905,8 +912,12 @@ def valid_tables(draw: st.DrawFn) -> tuple[dict[str, dict[str, Any]], dict[str, 
         if name not in tables.get("control", {}):
             expected["control"][name] = "ipc://" + os.path.join(runtime, file)
             assume(len(os.path.join(runtime, file).encode()) <= 107)
+    if "server_key" not in tables.get("control", {}):
+        expected["control"]["server_key"] = os.path.join(expected["node"]["state_dir"], "server.key_secret")
     control, timing = expected["control"], expected["timing"]
     assume(control["endpoint"] != control["feed"])
+    assume(not control["tcp_endpoint"] or bool(control["client_keys"]) != control["any_client"])
+    assume(not (control["client_keys"] and control["any_client"]))
     assume(bool(control["tcp_endpoint"]) == bool(control["tcp_feed"]))
     assume(not control["tcp_endpoint"] or control["tcp_endpoint"] != control["tcp_feed"])
     if timing["failure_timeout"] < 3 * timing["heartbeat_interval"]:
