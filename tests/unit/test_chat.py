@@ -541,6 +541,21 @@ def test_large_presence_table_goes_in_parts_and_a_gap_between_them_is_ignored(mo
     assert [u["user"] for u in g.who()] == ["u1", "u2", "u3", "u4", "u5"]
 
 
+def test_snapshot_parts_of_a_large_presence_table_each_fit_in_one_link_message() -> None:
+    count = 2 * linkwire.MAX_BATCH + 1
+    joins = [join_entry(i, user=f"u{i:031d}", id=f"{i:064d}", server="X" * 64, session=f"{i:064d}", text="rejoined")
+             for i in range(1, count + 1)]
+    store = MemoryStore(1)
+    store.append(joins + [entry(count + 1)])
+    c = make("L", store)
+    c.set_view("L", 2, frozenset({"G"}), 0.0)
+    parts = [m for _, m in transmits(c.receive(Status("G", 2, 0, 0, 0), 0.0), Snapshot)]
+    assert [len(p.users) for p in parts] == [linkwire.MAX_BATCH, linkwire.MAX_BATCH, 1]
+    for part in parts:
+        data = linkwire.encode(part)
+        assert len(data) <= MAX_LINK_MESSAGE and linkwire.decode(data) == part
+
+
 def test_fetch_source_sends_a_snapshot_when_the_fetch_reaches_before_its_history() -> None:
     c = make("F", trimmed_store())
     c.set_view("M", 2, frozenset({"M"}), 0.0)
