@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -255,6 +256,55 @@ def test_the_link_of_a_daemon_needs_the_secret_not_only_its_endpoint(secured, st
         if not delivers:
             assert after["link_messages_received"] == before["link_messages_received"], (before, after)
             assert after["link_messages_rejected"] == before["link_messages_rejected"], (before, after)
+
+
+def write_keys(path: Path, *keys: bytes) -> None:
+    path.write_text("".join(base64.b64encode(key).decode() + "\n" for key in keys))
+
+
+def reload_all(cluster: Cluster, files: dict[str, Path], *keys: bytes) -> None:
+    """One rotation step on every daemon in turn: rewrite its key file, SIGHUP, wait for the new keys."""
+    for name, path in files.items():
+        daemon = cluster.daemons[name]
+        done = daemon.logs().count("cluster keys reloaded")
+        write_keys(path, *keys)
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: daemon.logs().count("cluster keys reloaded") > done, timeout=10, what=f"{name} reloaded")
+
+
+def test_keys_rotate_without_downtime_and_a_bad_reload_keeps_the_running_keys(make_cluster) -> None:
+    cluster = make_cluster(3)
+    files = {name: cluster.workdir / f"{name}.key" for name in "abc"}
+    for i, (name, path) in enumerate(files.items(), start=1):
+        write_key_file(path, KEY)
+        cluster.add(name, priority=100 + i, cluster={"secret_file": str(path)})
+    agreed = cluster.wait_agreed("c")
+    new = OTHER_KEY
+
+    a = cluster.daemons["a"]
+    files["a"].chmod(0o644)
+    a.signal(signal.SIGHUP)
+    wait_until(lambda: "reload failed, keeping the running configuration" in a.logs(), timeout=10, what="a refusal")
+    assert "chmod 600" in a.logs()
+    files["a"].chmod(0o600)
+
+    reload_all(cluster, files, KEY, new)  # 1. the new key added second everywhere
+    reload_all(cluster, files, new, KEY)  # 2. moved first: daemons sign with it, one by one
+    reload_all(cluster, files, new)       # 3. the old key removed
+    received = {name: d.request("stats")["datagrams_received"] for name, d in cluster.daemons.items()}
+    wait_until(lambda: all(d.request("stats")["datagrams_received"] > received[name] + 30
+                           for name, d in cluster.daemons.items()), timeout=10, what="traffic under the new key")
+    assert cluster.agreed("c") == agreed, "no election, no leader change"
+    for daemon in cluster.daemons.values():
+        stats = daemon.request("stats")
+        assert stats["datagrams_rejected"] == 0 and stats["link_clients_refused"] == 0, (daemon.name, stats)
+
+    # The links were re-made with the new client keys: a chat message still reaches everyone.
+    session = "rotation-session-01"
+    request(a, "chat.join", user="rosa", session=session)
+    seq = request(a, "chat.send", user="rosa", session=session, id="r1", text="after rotation")["seq"]
+    wait_until(lambda: all(any(e["seq"] == seq for e in request(d, "chat.since", seq=seq - 1)["entries"])
+                           for d in cluster.daemons.values()), timeout=10, what="the message everywhere")
 
 
 def test_a_replayed_heartbeat_of_a_dead_daemon_does_not_bring_it_back(secured, stranger, feeds) -> None:
