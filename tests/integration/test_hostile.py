@@ -148,21 +148,26 @@ def udp_drops(cluster: Cluster, daemon: Daemon) -> int:
 
 # ------------------------------------------------------------------ 1. datagram flood
 
-FLOOD = 50_000
+FLOOD = 30_000  # 6,000/s: a load each daemon keeps up with even on a busy 2-CPU machine (see below)
 FLOOD_SECONDS = 5.0
 MTU_PAYLOAD = 1472  # bigger datagrams are fragmented, and a lost fragment is counted nowhere
 TEMPLATES = [d for kind in BAD_DATAGRAMS.values() for d in kind if 0 < len(d) <= MTU_PAYLOAD]
 
 
 def test_a_datagram_flood_changes_nothing_and_is_counted(cluster, feeds):
-    """50,000 malformed datagrams in 5 s from the stranger: random bytes (every 3rd), oversize
+    """30,000 malformed datagrams in 5 s from the stranger: random bytes (every 3rd), oversize
     (every 7th, 1,401-1,472 bytes) and test_bad_input's truncated, wrong-version, wrong-shape and
     wrong-type ones in turn. A client joins and sends a message on b during the flood.
 
     Every datagram is either rejected by each daemon or dropped by its kernel for a full buffer
-    (both counted), the message is committed and delivered everywhere, the view is untouched,
+    (both counted; the kernel's count also has the peers' heartbeats it dropped), the message is committed and delivered everywhere, the view is untouched,
     and each daemon's RSS grew by less than a quarter of the bytes it was sent: keeping them
-    would cost more than all of them. Quiet machine: growth under 1 MiB of ~30 MB sent.
+    would cost more than all of them. Quiet machine: growth under 100 KB of ~30 MB sent.
+
+    At 10,000/s (50,000 in 5 s) a busy machine's daemons fell behind: their kernels dropped
+    10-20 % of the datagrams, the peers' heartbeats among them, and five heartbeats lost in a
+    row would make a peer look dead. Hence 6,000/s here: this tests that garbage is dropped,
+    counted and kept nowhere, not how fast a daemon can read (one datagram per event-loop turn).
     """
     a, b = cluster.daemons["a"], cluster.daemons["b"]
     for datagram in TEMPLATES:
@@ -199,7 +204,7 @@ def test_a_datagram_flood_changes_nothing_and_is_counted(cluster, feeds):
     def accounted() -> bool:
         counts.update({name: (stats(d)["datagrams_rejected"] - rejected[name], udp_drops(cluster, d) - drops[name])
                        for name, d in cluster.daemons.items()})
-        return all(taken + dropped == result["sent"] for taken, dropped in counts.values())
+        return all(taken <= result["sent"] <= taken + dropped for taken, dropped in counts.values())
 
     try:
         wait_until(accounted, 30, interval=0.2)
@@ -316,10 +321,12 @@ def test_a_thousand_connections_are_served_and_let_go(cluster):
     memory = [rss(a)]
     for _ in range(STORMS):
         cfg = {"endpoint": a.endpoint, "count": CONNECTIONS, "readers": CONNECTIONS // 2, "request": {"cmd": "view"}}
+        requests = stats(a)["control_requests"]
         with Hostile(cluster, 2, "dealers", cfg) as storm:
             ready = storm.line(60)
             assert ready == {"ready": CONNECTIONS, "replies": CONNECTIONS // 2}, ready
-            assert fds(a) > CONNECTIONS, "the connections are not all open"
+            wait_until(lambda: fds(a) > CONNECTIONS, 30, what="every connection open")
+            wait_until(lambda: stats(a)["control_requests"] >= requests + CONNECTIONS, 30, what="every request served")
             assert a.request("ping", timeout=2) == {"pong": True}
             assert state(cluster) == before
             storm.finish()
