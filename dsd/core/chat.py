@@ -374,13 +374,13 @@ class Chat:
     def _snapshot_parts(self, base: Base) -> list[Snapshot]:
         """`base` as SNAPSHOT messages: the presence table in parts that each fit a link message."""
         users = list(base.users.values())
-        parts = []
-        while True:
-            offset = sum(len(part.users) for part in parts)
+        parts: list[Snapshot] = []
+        offset = 0
+        while not parts or offset < len(users):
             batch = fitting(users[offset:offset + MAX_BATCH])
             parts.append(Snapshot(self.name, self.term, base.seq, base.term, offset, len(users), batch))
-            if offset + len(batch) == len(users):
-                return parts
+            offset += len(batch)
+        return parts
 
     def _read(self, after: int, limit: int) -> list[Entry]:
         """Entries after `after`, committed (from the store) then uncommitted, in one link message's size."""
