@@ -178,6 +178,11 @@ def assert_error(reply: dict[str, Any], code: str) -> str:
     return message
 
 
+def refused(cluster: Cluster, code: str) -> int:
+    """How many requests a has refused with `code` (dsctl stats)."""
+    return cluster.daemons["a"].request("stats")["control_requests_refused"].get(code, 0)
+
+
 def assert_still_serving(cluster: Cluster) -> None:
     assert req(cluster, b'{"cmd": "ping"}') == {"ok": True, "result": {"pong": True}}
 
@@ -221,7 +226,9 @@ def assert_still_serving(cluster: Cluster) -> None:
     "chat-heartbeat-not-joined",
 ])
 def test_malformed_control_request_gets_a_stable_error_code(cluster, payload, code):
+    before = refused(cluster, code)
     message = assert_error(req(cluster, payload), code)
+    assert refused(cluster, code) == before + 1, "every refusal is counted, by its code"
     if code == "unknown_command":
         assert "ping" in message and "view" in message, "the message lists the known commands"
     assert_still_serving(cluster)
@@ -238,6 +245,7 @@ def test_request_in_several_frames_from_req_gets_an_error(cluster):
     ([b"", b"", b'{"cmd": "ping"}'], True),              # two delimiters
 ], ids=["no-delimiter", "extra-frame", "two-delimiters"])
 def test_wrong_number_of_frames_from_a_dealer_gets_an_error(cluster, frames, expect_delimiter):
+    before = refused(cluster, "bad_request")
     socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
     try:
@@ -247,6 +255,7 @@ def test_wrong_number_of_frames_from_a_dealer_gets_an_error(cluster, frames, exp
         reply = socket.recv_multipart()
         assert reply[:-1] == ([b""] if expect_delimiter else []), reply
         assert_error(json.loads(reply[-1]), "bad_request")
+        assert refused(cluster, "bad_request") == before + 1
         # The same DEALER, with a proper envelope, is served as usual.
         socket.send_multipart([b"", b'{"cmd": "ping"}'])
         assert socket.poll(2000, zmq.POLLIN)
