@@ -9,6 +9,8 @@ documented error type, and nothing else ever escapes.
   `handle` never raises and always answers a JSON object with "ok".
 * `dsd.config.parse_settings` (the TOML file)   -> `Settings`, or a one-line `ConfigError`
   naming the source; accepted settings survive `render_settings` -> `parse_settings`.
+* `dsd.auth.Opener.open` (signed datagrams)     -> a message, or `Rejected` with its reason;
+  a sealed message opens once, and changing, cutting or extending it is rejected.
 
 Where an oracle is cheap (which requests and datagrams are valid), the properties check the
 parser's verdict against an independent model of the documented rules, not only "no crash".
@@ -37,7 +39,7 @@ import pytest
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
-from dsd import commands, config, wire
+from dsd import auth, commands, config, wire
 from dsd.commands import COMMANDS, MAX_REQUEST, MAX_RID, RequestError
 from dsd.config import ConfigError, Settings, parse_settings, render_settings
 from dsd.wire import HEADER, MAX_DATAGRAM, MAX_INT, MAX_TEXT, MESSAGE_TYPES, STATES, WireError
@@ -339,6 +341,40 @@ def test_wire_non_ascii_text_that_decodes_also_re_encodes() -> None:
     except WireError:
         return  # fixed by refusing such text on the way in
     assert wire.decode(wire.encode(message)) == message  # or fixed by encoding it compactly
+
+
+# =================================================================== auth: signed datagrams
+
+FUZZ_KEYRING = auth.Keyring((bytes(range(32)),))
+
+
+@FUZZ
+@given(data=st.binary(max_size=auth.MAX_SEALED + 64), signed_header=st.booleans())
+def test_auth_random_bytes_open_or_raise_rejected(data: bytes, signed_header: bool) -> None:
+    """Any datagram is a message (only DISCOVER or OFFER, unsigned as they are) or Rejected with a reason."""
+    try:
+        message = auth.Opener(FUZZ_KEYRING).open(auth.HEADER + data if signed_header else data)
+    except auth.Rejected as rejected:
+        assert rejected.reason in auth.REASONS
+    else:
+        assert isinstance(message, auth.UNSIGNED_TYPES)
+
+
+@FUZZ
+@given(message=MESSAGES.filter(lambda m: not isinstance(m, auth.UNSIGNED_TYPES)), data=st.data())
+def test_auth_a_sealed_message_opens_once_and_any_change_is_rejected(message: wire.Message, data: st.DataObject) -> None:
+    sealed = auth.Sealer(FUZZ_KEYRING).seal(message)
+    opener = auth.Opener(FUZZ_KEYRING)
+    assert opener.open(sealed) == message
+    with pytest.raises(auth.Rejected, match="already seen"):
+        opener.open(sealed)
+    changed = bytearray(sealed)
+    index = data.draw(st.integers(0, len(sealed) - 1))
+    changed[index] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(sealed) - 1))
+    for forged in (bytes(changed), sealed[:cut], sealed + data.draw(st.binary(min_size=1, max_size=8))):
+        with pytest.raises(auth.Rejected):
+            auth.Opener(FUZZ_KEYRING).open(forged)
 
 
 # =================================================================== commands: control requests
