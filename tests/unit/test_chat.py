@@ -578,6 +578,14 @@ def test_new_leader_behind_the_sources_history_installs_its_snapshot_then_leads(
     assert c.store.first_seq() == 11 and [u["user"] for u in c.who()] == ["alice", "bob"]
 
 
+def test_restarted_core_goes_on_from_an_installed_snapshot() -> None:
+    store = MemoryStore(1000)
+    store.install(Base(10, 3, {"alice": ALICE_ON_L}))
+    c = make("L", store)
+    assert (c.commit, c.last, c.last_term) == (10, 10, 3)  # what a STATUS says in a view change
+    assert c.who() == [{"user": "alice", "server": "L", "since": EPOCH}]
+
+
 def test_everything_the_catch_up_transmits_survives_the_codec() -> None:
     c = make("L", trimmed_store())
     c.set_view("L", 2, frozenset({"G"}), 0.0)
