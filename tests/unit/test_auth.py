@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import zmq
 
 from dsd import auth, wire
 from dsd.auth import (
@@ -16,6 +17,7 @@ from dsd.auth import (
     parse_keyring, read_keyring,
 )
 from dsd.config import ConfigError, parse_settings
+from dsd.io.links import client_keypair
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 140))
@@ -305,3 +307,14 @@ def test_secret_file_setting_must_be_absolute() -> None:
     assert parse_settings('[cluster]\nsecret_file = "/etc/dsd.key"\n', "f", {}).cluster.secret_file == "/etc/dsd.key"
     with pytest.raises(ConfigError, match=r'\[cluster\] secret_file = "dsd.key": "" \(none'):
         parse_settings('[cluster]\nsecret_file = "dsd.key"\n', "f", {})
+
+
+# --- the links' CURVE client keys ------------------------------------------------------------
+
+
+def test_the_link_client_keypair_is_derived_from_the_key_alone() -> None:
+    public, secret = client_keypair(KEY_A)
+    assert client_keypair(KEY_A) == (public, secret), "every holder of the key derives the same pair"
+    assert zmq.curve_public(secret) == public and len(public) == len(secret) == 40
+    assert client_keypair(KEY_B)[0] != public
+    assert wire.LINK_KEY_PATTERN.match(public.decode())
