@@ -270,3 +270,29 @@ def test_help_lists_every_command():
     for command in OPERATOR_COMMANDS.values():
         assert command.help in " ".join(out.split()), command
     assert "Exit codes" in out
+
+
+def test_server_key_of_a_daemon_without_tcp_endpoint_says_so(cluster):
+    result = cluster.daemons["a"].dsctl("server-key")
+    assert result.returncode == EXIT_FAILED
+    assert "no TCP endpoint" in result.stderr and "(not_configured)" in result.stderr
+
+
+def test_keygen_makes_a_client_keypair_and_never_overwrites_it(tmp_path):
+    made = json.loads(ok(dsctl("keygen", str(tmp_path / "keys"), "alice", "--json")))
+    assert made["public"] == str(tmp_path / "keys" / "alice.key")
+    assert made["secret"] == str(tmp_path / "keys" / "alice.key_secret")
+    assert f'public-key = "{made["public_key"]}"' in (tmp_path / "keys" / "alice.key").read_text()
+    assert os.stat(made["secret"]).st_mode & 0o077 == 0
+    secret = (tmp_path / "keys" / "alice.key_secret").read_text()
+    again = dsctl("keygen", str(tmp_path / "keys"), "alice")
+    assert again.returncode == EXIT_FAILED and "already exists" in again.stderr
+    assert (tmp_path / "keys" / "alice.key_secret").read_text() == secret
+    text = ok(dsctl("keygen", str(tmp_path / "keys"), "bob"))
+    assert "bob.key_secret" in text and "client_keys" in text
+
+
+def test_a_tcp_endpoint_without_server_key_is_refused_before_connecting():
+    result = dsctl("-e", "tcp://127.0.0.1:1", "ping")
+    assert result.returncode == EXIT_FAILED
+    assert result.stderr.startswith("dsctl: tcp://127.0.0.1:1 is a TCP endpoint") and "--server-key" in result.stderr

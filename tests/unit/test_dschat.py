@@ -236,6 +236,20 @@ def test_a_bad_configuration_is_one_line_and_exit_1(tmp_path, capsys):
     assert err.startswith(f"dschat: {config}: [control] endpoint") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["-e", "tcp://h2.lan:5009", "alice"], ["tcp://h2.lan:5009 is a TCP endpoint", "--server-key KEY"]),
+    (["--discover", "alice"], ["--discover finds TCP endpoints", "--server-key KEY"]),
+    (["-e", "tcp://h2.lan:5009", "--server-key", "not-a-key", "alice"], ["--server-key not-a-key: neither"]),
+    (["-e", "ipc:///x", "--key", "/k.key_secret", "alice"], ["--key goes with --server-key"]),
+], ids=["tcp-without-server-key", "discover-without-server-key", "bad-server-key", "key-alone"])
+def test_curve_option_errors_are_one_line_before_connecting(argv, words, capsys, monkeypatch):
+    monkeypatch.setattr("dschat.cli.discover", lambda cluster: pytest.fail("probed"))
+    monkeypatch.setattr("dschat.cli._run", lambda *a: pytest.fail("connected"))
+    assert main(argv) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("dschat: ") and err.count("\n") == 1 and all(word in err for word in words), err
+
+
 # --- the real process against fake daemons -------------------------------------------------------
 
 class Dschat:
