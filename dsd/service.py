@@ -171,6 +171,7 @@ class Service:
         try:
             fresh = load_settings(self.config_path)
             keyring = auth.read_keyring(self.settings.cluster.secret_file)
+            client_keys = load_server_keys(self.settings.control)  # the directories' current contents
         except ConfigError as error:
             log.error("reload failed, keeping the running configuration: %s", error)
         else:
@@ -184,6 +185,8 @@ class Service:
             self.node.set_timing(timing_of(fresh), self.loop.time())
             self.chat.limits = chat_limits_of(fresh)
             self._use_keyring(keyring)
+            if self.curve is not None and client_keys is not None:
+                self.curve.admit(client_keys)
             self.settings = _with_runtime(self.settings, fresh)
             self._rearm()
             log.info("reloaded %s", self.config_path or "built-in defaults")

@@ -99,6 +99,19 @@ class CurveServer:
         else:
             self._authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
 
+    def admit(self, keys: ServerKeys) -> None:
+        """SIGHUP: the client and admin keys as the directories now hold them.
+
+        New connections are judged by them; a connected client stays until it reconnects.
+        """
+        if keys.keypair != self.keys.keypair:
+            log.warning("reload: [control] server_key changed; it takes effect at the next restart")
+        self.keys = ServerKeys(self.keys.keypair, keys.allowed, keys.admins)
+        self._admins = {key.decode("ascii") for key in keys.admins}
+        self._refused.clear()
+        log.info("reload: %s client keys, %d admin keys",
+                 "any" if keys.allowed is None else len(keys.allowed), len(keys.admins))
+
     def callback(self, domain: str, key: bytes) -> bool:
         """zmq.auth's question: may the client with this public key (Z85) connect?"""
         if self.keys.allowed is not None and key in self.keys.allowed:

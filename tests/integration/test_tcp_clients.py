@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import select
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import pytest
 
 from dsd.client import ControlClient
 from dsd.curve import keygen
-from tests.cluster import Cluster
+from tests.cluster import Cluster, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
 
 CLIENT_HOST = 2
@@ -148,3 +150,30 @@ def test_dsctl_watch_reads_the_encrypted_tcp_feed(setup):
     finally:
         watch.kill()
         watch.wait(10)
+
+
+def test_a_key_added_to_client_keys_gets_in_after_sighup(setup, tmp_path):
+    cluster, keys, _, server_key = setup
+    public, bob, _ = keygen(str(tmp_path), "bob")
+    assert dsctl(setup, "--server-key", server_key, "--key", bob, "ping").returncode == EXIT_UNREACHABLE
+    shutil.copy(public, keys.clients / "bob.key")
+    cluster.daemons["a"].signal(signal.SIGHUP)
+    wait_until(lambda: dsctl(setup, "--server-key", server_key, "--key", bob, "ping").returncode == EXIT_OK, 30,
+               what="bob let in after the reload")
+    elect = dsctl(setup, "--server-key", server_key, "--key", bob, "elect")
+    assert elect.returncode == EXIT_FAILED and "(forbidden)" in elect.stderr  # a client, not an admin
+
+
+@pytest.mark.parametrize("keys, words", [
+    ({}, ["[control] tcp_endpoint", "client_keys", "any_client = true"]),
+    ({"client_keys": "/nonexistent/clients"}, ["[control] client_keys = '/nonexistent/clients': not a directory"]),
+], ids=["neither-client_keys-nor-any_client", "missing-client_keys"])
+def test_dsd_refuses_to_start_with_one_line_saying_what_to_set(make_cluster, keys, words):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo", start=False, control={"tcp_endpoint": "tcp://*:5009", "tcp_feed": "tcp://*:5010",
+                                                        **keys})
+    result = daemon.run()
+    assert result.returncode == EXIT_FAILED, result
+    assert result.stderr.startswith("dsd: ") and result.stderr.count("\n") == 1, result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
+    assert not (daemon.dir / "state" / "server.key_secret").exists()
