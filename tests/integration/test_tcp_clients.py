@@ -177,3 +177,18 @@ def test_dsd_refuses_to_start_with_one_line_saying_what_to_set(make_cluster, key
     assert result.stderr.startswith("dsd: ") and result.stderr.count("\n") == 1, result.stderr
     assert all(word in result.stderr for word in words), result.stderr
     assert not (daemon.dir / "state" / "server.key_secret").exists()
+
+
+def test_a_daemon_serving_tcp_clients_stops_cleanly_and_keeps_its_key(make_cluster):
+    cluster = make_cluster(2)
+    daemon = cluster.add("solo", host=1, control={"tcp_endpoint": "tcp://*:5009", "tcp_feed": "tcp://*:5010",
+                                                  "any_client": True})
+    cluster.wait_agreed("solo")
+    key = daemon.request("server-key")["server_key"]
+    endpoint = daemon.request("info")["tcp_endpoint"]
+    ping = remote(cluster, "dsctl", "-e", endpoint, "--server-key", key, "ping")  # any key, still CURVE
+    assert ping.returncode == EXIT_OK, ping
+    assert daemon.stop() == 0, daemon.logs()
+    daemon.start()
+    wait_until(lambda: daemon.try_request("server-key"), 10, what="the restarted daemon")
+    assert daemon.request("server-key")["server_key"] == key  # the key survives a restart
