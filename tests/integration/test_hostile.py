@@ -15,12 +15,14 @@ queued what it was sent would fail while allocator noise on a loaded machine wou
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,7 +30,7 @@ import pytest
 import zmq
 
 from bench.chat import _ChatClient
-from dsd import wire
+from dsd import auth, wire
 from dsd.commands import MAX_REQUEST
 from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
@@ -44,12 +46,17 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def need_private_hosts() -> None:
+    """Floods must never reach a real interface: without namespaces, skip (fail under CI)."""
     if NAMESPACES_UNAVAILABLE:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the hostile-input tests: {NAMESPACES_UNAVAILABLE}")
         pytest.skip(NAMESPACES_UNAVAILABLE)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    need_private_hosts()
     with Cluster(4) as cluster:
         for i, name in enumerate(["a", "b", "c"], start=1):
             cluster.add(name, priority=100 + i, **SETTINGS)
@@ -98,11 +105,12 @@ def stats(daemon: Daemon) -> dict[str, Any]:
 
 
 def membership_changes(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    """View and leader events other than a moment's suspicion and the marks' join/leave."""
+    """View and leader events other than a moment's suspicion and the join/leave of the made-up
+    nodes "zz-..." this module sends on purpose (marks, and the one believed replay)."""
     return [
         (e["topic"], e.get("name") or e.get("leader")) for e in events
         if not e["topic"].startswith("chat.") and e["topic"] not in ("view.suspect", "view.alive")
-        and not str(e.get("name", "")).startswith("zz-mark-")
+        and not str(e.get("name", "")).startswith("zz-")
     ]
 
 
@@ -150,6 +158,7 @@ def udp_drops(cluster: Cluster, daemon: Daemon) -> int:
 
 FLOOD = 30_000  # 6,000/s: a load each daemon keeps up with even on a busy 2-CPU machine (see below)
 FLOOD_SECONDS = 5.0
+RANDOM_EVERY, OVERSIZE_EVERY = 3, 7
 MTU_PAYLOAD = 1472  # bigger datagrams are fragmented, and a lost fragment is counted nowhere
 TEMPLATES = [d for kind in BAD_DATAGRAMS.values() for d in kind if 0 < len(d) <= MTU_PAYLOAD]
 
@@ -157,22 +166,33 @@ TEMPLATES = [d for kind in BAD_DATAGRAMS.values() for d in kind if 0 < len(d) <=
 def test_a_datagram_flood_changes_nothing_and_is_counted(cluster, feeds):
     """30,000 malformed datagrams in 5 s from the stranger: random bytes (every 3rd), oversize
     (every 7th, 1,401-1,472 bytes) and test_bad_input's truncated, wrong-version, wrong-shape and
-    wrong-type ones in turn. A client joins and sends a message on b during the flood.
-
-    Every datagram is either rejected by each daemon or dropped by its kernel for a full buffer
-    (both counted; the kernel's count also has the peers' heartbeats it dropped), the message is committed and delivered everywhere, the view is untouched,
-    and each daemon's RSS grew by less than a quarter of the bytes it was sent: keeping them
-    would cost more than all of them. Quiet machine: growth under 100 KB of ~30 MB sent.
+    wrong-type ones in turn. See `flood` for what must hold.
 
     At 10,000/s (50,000 in 5 s) a busy machine's daemons fell behind: their kernels dropped
     10-20 % of the datagrams, the peers' heartbeats among them, and five heartbeats lost in a
     row would make a peer look dead. Hence 6,000/s here: this tests that garbage is dropped,
     counted and kept nowhere, not how fast a daemon can read (one datagram per event-loop turn).
     """
-    a, b = cluster.daemons["a"], cluster.daemons["b"]
     for datagram in TEMPLATES:
         with pytest.raises(wire.WireError):
             wire.decode(datagram)
+    flood(cluster, feeds, TEMPLATES)
+
+
+def flood(cluster: Cluster, feeds: dict[str, FeedWatcher], templates: list[bytes],
+          believed: int = 0) -> tuple[int, dict[str, tuple[int, int]]]:
+    """FLOOD datagrams in FLOOD_SECONDS from the stranger: random bytes (every 3rd), oversize
+    (every 7th) and `templates` in turn; a client joins and sends a message on b meanwhile.
+
+    Every datagram but the `believed` ones is either rejected by each daemon or dropped by its
+    kernel for a full buffer (both counted; the kernel's count also has the peers' heartbeats it
+    dropped), the message
+    is committed and delivered everywhere, view and leader are untouched, and each daemon's RSS
+    grew by less than a quarter of the bytes it was sent: keeping them would cost more than all
+    of them. Quiet machine: growth under 100 KB of ~30 MB sent.
+    Returns how many were sent and each daemon's (datagrams rejected, datagrams its kernel dropped).
+    """
+    a, b = cluster.daemons["a"], cluster.daemons["b"]
     before = state(cluster)
     assert {leader for _, leader, _ in before.values()} == {"c"}, before
     rejected = {name: stats(d)["datagrams_rejected"] for name, d in cluster.daemons.items()}
@@ -183,19 +203,21 @@ def test_a_datagram_flood_changes_nothing_and_is_counted(cluster, feeds):
     settings = cluster.cluster_settings
     cfg = {"group": settings.get("group", "239.255.77.1"), "port": settings.get("port", 5008),
            "interface": cluster.net.address(STRANGER), "ttl": 1, "count": FLOOD, "seconds": FLOOD_SECONDS,
-           "seed": 4, "random_every": 3, "oversize_every": 7, "templates": [t.hex() for t in TEMPLATES]}
-    with Hostile(cluster, STRANGER, "flood", cfg) as flood:
+           "seed": 4, "random_every": RANDOM_EVERY, "oversize_every": OVERSIZE_EVERY,
+           "templates": [t.hex() for t in templates]}
+    with Hostile(cluster, STRANGER, "flood", cfg) as flooder:
         wait_until(lambda: stats(a)["datagrams_rejected"] > rejected["a"] + 100, 10, what="the flood to start")
         client = _ChatClient(zmq.Context.instance(), b.endpoint, None, "floodwatcher")
         try:
             client.join(timeout=20)
-            assert flood.process.poll() is None, "the flood ended before the chat message was sent"
+            assert flooder.process.poll() is None, "the flood ended before the chat message was sent"
             reply = client.call("chat.send", 20.0, id="during-flood", text="still here")
         finally:
             client.dealer.close(linger=0)
         assert reply["ok"], reply
-        result = flood.finish()
-    assert result["sent"] >= FLOOD // 2, f"the flooder could not send: {result}"
+        result = flooder.finish()
+    sent = result["sent"]
+    assert sent >= FLOOD // 2, f"the flooder could not send: {result}"
     for name, feed in feeds.items():
         feed.wait_for("chat.message", timeout=20, start=first[name], id="during-flood", user="floodwatcher")
 
@@ -204,7 +226,7 @@ def test_a_datagram_flood_changes_nothing_and_is_counted(cluster, feeds):
     def accounted() -> bool:
         counts.update({name: (stats(d)["datagrams_rejected"] - rejected[name], udp_drops(cluster, d) - drops[name])
                        for name, d in cluster.daemons.items()})
-        return all(taken <= result["sent"] <= taken + dropped for taken, dropped in counts.values())
+        return all(taken <= sent - believed <= taken + dropped for taken, dropped in counts.values())
 
     try:
         wait_until(accounted, 30, interval=0.2)
@@ -213,13 +235,97 @@ def test_a_datagram_flood_changes_nothing_and_is_counted(cluster, feeds):
     growth = {name: rss(d) - memory[name] for name, d in cluster.daemons.items()}
     print(f"\nflood: {result}; (rejected, kernel drops) {counts}; RSS growth {growth}")
     for name, (taken, _) in counts.items():
-        assert taken >= result["sent"] // 10, f"{name} read too little of the flood: {counts}"
-        bound = result["bytes"] * taken // result["sent"] // 4
+        assert taken >= sent // 10, f"{name} read too little of the flood: {counts}"
+        bound = result["bytes"] * taken // sent // 4
         assert growth[name] < bound, f"{name}: RSS grew {growth[name]} B, bound {bound} B"
     assert state(cluster) == before
     for name, feed in feeds.items():
         changes = membership_changes(feed.drain()[first[name]:])
         assert changes == [], f"{name}: {changes}"
+    return sent, counts
+
+
+KEY = bytes(range(1, 33))
+OTHER_KEY = bytes(range(101, 133))
+
+
+@pytest.fixture
+def secured() -> Iterator[Cluster]:
+    """Like `cluster`, with a [cluster] secret_file: unsigned or ill-signed datagrams are refused."""
+    need_private_hosts()
+    with Cluster(4) as cluster:
+        key_file = cluster.workdir / "dsd.key"
+        key_file.write_text(base64.b64encode(KEY).decode() + "\n")
+        key_file.chmod(0o600)
+        for i, name in enumerate(["a", "b", "c"], start=1):
+            cluster.add(name, priority=100 + i, **{**SETTINGS, "cluster": {"secret_file": str(key_file)}})
+        cluster.wait_agreed("c", timeout=20)
+        yield cluster
+
+
+def forged(cluster: Cluster) -> list[tuple[bytes, str]]:
+    """Well-formed datagrams a stranger without the key can make, each with why it is refused.
+
+    Each would be believed without the secret: a leader from nowhere, new members, the real
+    leader leaving or starting an election. The last, signed with the real key by this test
+    (a key holder), is sent over and over: the first copy is believed (a made-up node joins and
+    leaves at once, changing nothing), every later copy is a replay.
+    """
+    term = cluster.daemons["c"].request("view")["term"]
+    c_incarnation = time.time_ns()  # later than c's start: "c restarted", if it were believed
+    claims: list[wire.Message] = [
+        wire.Coordinator("usurper", 1, 2**31 - 1, term + 1000),
+        wire.Coordinator("c", c_incarnation, 103, term + 1),
+        wire.Election("c", c_incarnation, 103, term + 1),
+        wire.Leave("c", c_incarnation, 103),
+        *[wire.Heartbeat(f"intruder-{i}", 1, 2**31 - 1, term + 1000, f"intruder-{i}", "leader", "", 0)
+          for i in range(8)],
+    ]
+    mine, theirs = auth.Sealer(auth.Keyring((KEY,))), auth.Sealer(auth.Keyring((OTHER_KEY,)))
+    out = [(wire.encode(m), auth.UNSIGNED) for m in claims]
+    out += [(theirs.seal(m), auth.UNKNOWN_KEY) for m in claims]
+    for message in claims:  # the right key id, a changed body: the tag no longer matches
+        sealed = bytearray(mine.seal(message))
+        sealed[-auth.TAG_SIZE - 2] ^= 1
+        out.append((bytes(sealed), auth.BAD_TAG))
+    out.append((mine.seal(wire.Leave("zz-replayed", time.time_ns(), 0)), auth.REPLAYED))
+    return out
+
+
+def test_a_flood_of_forged_datagrams_changes_nothing_with_a_secret(secured):
+    """The flood again, on a cluster with a secret, its templates well-formed forgeries (`forged`):
+    nothing changes, and each daemon that lost nothing to its kernel counts every datagram under
+    its reason (datagrams_rejected_by_reason); the others count no more than were sent."""
+    templates = forged(secured)
+    feeds = {name: daemon.feed() for name, daemon in secured.daemons.items()}
+    sealer = auth.Sealer(auth.Keyring((KEY,)))
+    marks = iter(range(1, 1000))
+
+    def mark() -> dict[str, Any]:
+        name = f"zz-mark-signed-{next(marks)}"
+        secured.send(STRANGER, [sealer.seal(wire.Leave(name, time.time_ns(), 0))])
+        return {"name": name}
+
+    try:
+        for watcher in feeds.values():
+            watcher.sync(mark)
+        before = {name: stats(d)["datagrams_rejected_by_reason"] for name, d in secured.daemons.items()}
+        sent, counts = flood(secured, feeds, [datagram for datagram, _ in templates], believed=1)
+    finally:
+        for watcher in feeds.values():
+            watcher.close()
+    expected = Counter(
+        auth.MALFORMED if i % RANDOM_EVERY == 0 or i % OVERSIZE_EVERY == 0 else templates[i % len(templates)][1]
+        for i in range(sent)
+    )
+    expected[auth.REPLAYED] -= 1  # its first copy was believed
+    for name, daemon in secured.daemons.items():
+        after = stats(daemon)["datagrams_rejected_by_reason"]
+        seen = Counter({reason: after[reason] - before[name][reason] for reason in after})
+        if counts[name][1] == 0:
+            assert +seen == expected, (name, seen, expected)
+        else:
+            assert all(seen[reason] <= expected[reason] for reason in seen), (name, seen, expected)
 
 
 # ------------------------------------------------------------------ 2. stuck subscribers
