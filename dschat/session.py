@@ -438,6 +438,11 @@ class Session:
             before = self.state.last_seq
             result = await request("chat.since", seq=before)
             self.state.note_last(result["last_seq"])
+            first = result.get("first_seq", 0)
+            skipped = self.state.skip_to(first)
+            if skipped:
+                self.output.notice(f"{skipped} entries before seq {first} are no longer kept "
+                                   "(the daemon's [chat] retention); going on from there")
             self._deliver(self.state.receive(result["entries"]))
             if self.state.last_seq == before or self.state.wanted() is None:
                 return

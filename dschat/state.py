@@ -85,6 +85,19 @@ class ChatState:
         """The daemon says its log reaches `last_seq` (heartbeat, since and history replies)."""
         self.known_last = max(self.known_last, last_seq)
 
+    def skip_to(self, first_seq: int) -> int:
+        """The daemon keeps nothing before `first_seq` (trimmed history): go on from there.
+
+        Returns how many entries were skipped (0 when nothing is missing before `first_seq`).
+        """
+        if self.last_seq is None or first_seq <= self.last_seq + 1:
+            return 0
+        skipped = first_seq - 1 - self.last_seq
+        self.last_seq = first_seq - 1
+        for seq in [seq for seq in self._held if seq <= self.last_seq]:
+            del self._held[seq]
+        return skipped
+
     def wanted(self) -> int | None:
         """The seq to ask `chat.since` from, when entries are known to be missing; else None."""
         if self.last_seq is None or self.known_last <= self.last_seq:

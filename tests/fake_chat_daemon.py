@@ -95,6 +95,7 @@ class FakeChat:
     def __init__(self, directory: Path, names: tuple[str, ...] = ("h1",), max_message: int = 64) -> None:
         self.max_message = max_message
         self.log: list[dict[str, Any]] = []
+        self.first_seq = 1  # entries before it are trimmed: chat.since no longer returns them
         self.ids: dict[str, int] = {}
         self.present: dict[str, Presence] = {}
         self.sessions: dict[str, str] = {}  # user -> the last session that joined as them
@@ -144,6 +145,12 @@ class FakeChat:
                 self.daemons[name].unpublished.add(seq)
             return seq
         return self.call(post)
+
+    def trim(self, first_seq: int) -> None:
+        """Forget the entries before `first_seq`, as retention does."""
+        def trim() -> None:
+            self.first_seq = first_seq
+        self.call(trim)
 
     def close(self) -> None:
         def stop() -> None:
@@ -275,7 +282,9 @@ class FakeChat:
             seq = args.get("seq")
             if not isinstance(seq, int) or seq < 0:
                 raise Refused("bad_args", "seq: an integer >= 0")
-            return {"entries": self.log[seq:seq + limit], "last_seq": len(self.log)}
+            start = max(seq, self.first_seq - 1)
+            return {"entries": self.log[start:start + limit], "last_seq": len(self.log),
+                    "first_seq": self.first_seq}
         if cmd == "chat.who":
             return {"users": [{"user": user, "server": p.server, "since": p.since}
                               for user, p in self.present.items()]}

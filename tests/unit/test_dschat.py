@@ -87,6 +87,17 @@ def test_a_skipped_seq_asks_for_since_and_the_fetch_fills_the_gap():
     assert state.wanted() is None and state.last_seq == 5
 
 
+def test_a_trimmed_gap_is_skipped_once_and_held_entries_after_it_are_shown():
+    state = ChatState("alice")
+    state.start([entry(1)], last_seq=1)
+    assert state.receive([entry(6)]) == []  # 2..5 missed on the feed
+    assert state.skip_to(2) == 0  # nothing is missing before 2
+    assert state.skip_to(5) == 3  # the daemon keeps nothing before 5
+    assert state.last_seq == 4 and state.wanted() == 4
+    assert seqs(state.receive([entry(5), entry(6)])) == [5, 6]
+    assert state.skip_to(5) == 0 and state.wanted() is None
+
+
 def test_a_heartbeat_past_the_last_seq_shown_asks_for_since():
     state = ChatState("alice")
     state.start([entry(1)], last_seq=1)
@@ -395,6 +406,20 @@ def test_an_entry_the_feed_skips_is_fetched_with_since(chat, dschat):
     assert client.finish() == EXIT_OK, client.err
     assert [e["text"] for e in assert_one_stream(client, chat)][-4:-1] == ["first", "lost on the feed", "published"]
     assert chat.requests("h1", "chat.since")
+
+
+def test_entries_trimmed_before_a_since_fetch_are_skipped_with_a_notice(chat, dschat):
+    client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "alice")
+    client.write("first")
+    wait_until(lambda: client.shown("first"), WAIT, "alice's first line")
+    gone = [chat.post("bob", f"trimmed {n}", unpublished_by=("h1",)) for n in range(3)]
+    chat.trim(gone[-1] + 1)
+    chat.post("bob", "kept")
+    wait_until(lambda: client.shown("kept"), WAIT, "the entry after the trimmed ones")
+    assert client.finish() == EXIT_OK, client.err
+    texts = [e["text"] for e in client.entries()]
+    assert "kept" in texts and not any(text.startswith("trimmed") for text in texts)
+    assert any(f"3 entries before seq {gone[-1] + 1} are no longer kept" in line for line in client.err), client.err
 
 
 def test_a_name_in_use_is_refused_with_exit_4(chat, dschat):
