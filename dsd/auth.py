@@ -94,9 +94,9 @@ class Keyring:
 def parse_key(text: str) -> bytes:
     """One key: hex if it is only hex digits (64 or more), else standard base64; ValueError if weak or bad."""
     if len(text) >= 2 * MIN_KEY_BYTES and all(c in string.hexdigits for c in text):
-        key = bytes.fromhex(text) if len(text) % 2 == 0 else b""
-        if not key:
+        if len(text) % 2:
             raise ValueError("an odd number of hex digits")
+        key = bytes.fromhex(text)
     else:
         try:
             key = base64.b64decode(text, validate=True)
