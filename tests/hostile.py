@@ -7,7 +7,8 @@
 Protocol: one JSON object a line on stdout. `subscribers` and `dealers` print
 {"ready": ...} once set up and then hold their sockets until stdin closes (the
 test's way of saying "close them now"); every mode prints its result last and
-exits. Each also exits by itself after LIMIT seconds, whatever the test does.
+exits. Each also exits by itself after LIMIT seconds, whatever the test does. A tcp://
+endpoint is a daemon's CURVE endpoint: the JSON then gives its public key as `server_key`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from typing import Any
 
 import zmq
+
+from dsd.curve import ClientCurve, connect
 
 LIMIT = 120.0  # s: no hostile process outlives a stuck test by more than this
 
@@ -72,10 +75,16 @@ def flood(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"sent": sent, "bytes": size, "elapsed": round(time.monotonic() - start, 3)}
 
 
+def _curve(cfg: dict[str, Any]) -> ClientCurve | None:
+    """For tcp:// endpoints: the daemon's public key (`server_key`) and a fresh client keypair."""
+    return ClientCurve.from_options(cfg.get("server_key"), None)
+
+
 def subscribers(cfg: dict[str, Any]) -> dict[str, Any]:
     """`count` SUBs per endpoint with the smallest buffers: each reads one event (so its subscription
     is known to be live), says ready, then never reads again, as a stuck client would.
     """
+    curve = _curve(cfg)
     context = zmq.Context()
     subs = []
     for endpoint in cfg["endpoints"]:
@@ -85,7 +94,7 @@ def subscribers(cfg: dict[str, Any]) -> dict[str, Any]:
             sub.setsockopt(zmq.RCVHWM, 1)
             sub.setsockopt(zmq.RCVBUF, 4096)
             sub.setsockopt(zmq.SUBSCRIBE, b"")
-            sub.connect(endpoint)
+            connect(sub, endpoint, curve)
             subs.append(sub)
     deadline = time.monotonic() + LIMIT
     waiting = list(subs)
@@ -106,13 +115,14 @@ def dealers(cfg: dict[str, Any]) -> dict[str, Any]:
     """`count` DEALERs each send `request`; the first `readers` of them wait for their reply, the rest
     never read. Says ready with how many replies came, holds every connection until stdin closes.
     """
+    curve = _curve(cfg)
     context = zmq.Context()
     context.set(zmq.MAX_SOCKETS, cfg["count"] + 16)
     sockets = []
     for _ in range(cfg["count"]):
         dealer = context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(cfg["endpoint"])
+        connect(dealer, cfg["endpoint"], curve)
         dealer.send_multipart([b"", json.dumps(cfg["request"]).encode()])
         sockets.append(dealer)
     deadline = time.monotonic() + LIMIT
