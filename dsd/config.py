@@ -176,12 +176,14 @@ def _is_absolute_path(text: str) -> bool:
     return os.path.isabs(text) and "\0" not in text
 
 
-def _is_endpoint(text: str) -> bool:
-    transport, separator, address = text.partition("://")
-    if transport not in ("ipc", "tcp") or not separator or not address:
-        return False
+def _is_ipc_endpoint(text: str) -> bool:
+    """ipc://PATH only: the main control socket and feed are guarded by file permissions.
+
+    TCP goes through tcp_endpoint/tcp_feed, which are CURVE-encrypted and check client keys.
+    """
+    address = text.removeprefix("ipc://")
     size = utf8_size(address)
-    return transport == "tcp" or (size is not None and size <= _IPC_PATH_MAX)
+    return text.startswith("ipc://") and bool(address) and size is not None and size <= _IPC_PATH_MAX
 
 
 def _is_tcp_endpoint(text: str, any_port: bool = False) -> bool:
@@ -254,7 +256,8 @@ def _in_state_dir(filename: str) -> _ComputedDefault:
 # --- the table ----------------------------------------------------------------------------
 
 _SECONDS = "a number of seconds"
-_ENDPOINT = f'"ipc://PATH" (PATH at most {_IPC_PATH_MAX} bytes) or "tcp://HOST:PORT"'
+_ENDPOINT = (f'"ipc://PATH" (PATH at most {_IPC_PATH_MAX} bytes); for clients on other hosts set '
+             'tcp_endpoint and tcp_feed (encrypted, client keys checked)')
 _CERTIFICATES = '"" (none) or the absolute path of a directory of client certificates (NAME.key)'
 
 _KEYS: tuple[_Key, ...] = (
@@ -287,9 +290,9 @@ _KEYS: tuple[_Key, ...] = (
     _Key("election", "preempt", bool, True,
          lambda v: True, "true or false"),
     _Key("control", "endpoint", str, _socket_in_runtime_dir("dsd.ctl"),
-         _is_endpoint, _ENDPOINT),
+         _is_ipc_endpoint, _ENDPOINT),
     _Key("control", "feed", str, _socket_in_runtime_dir("dsd.feed"),
-         _is_endpoint, _ENDPOINT),
+         _is_ipc_endpoint, _ENDPOINT),
     _Key("control", "tcp_endpoint", str, "",
          lambda v: v == "" or _is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
     _Key("control", "tcp_feed", str, "",

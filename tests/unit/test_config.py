@@ -229,14 +229,21 @@ def test_endpoint_defaults_follow_runtime_dir() -> None:
 
 
 def test_explicit_endpoint_keeps_default_feed() -> None:
-    s = parse('[node]\nruntime_dir = "/srv/dsd"\n[control]\nendpoint = "tcp://127.0.0.1:7000"\n')
-    assert s.control.endpoint == "tcp://127.0.0.1:7000"
+    s = parse('[node]\nruntime_dir = "/srv/dsd"\n[control]\nendpoint = "ipc:///run/other/dsd.ctl"\n')
+    assert s.control.endpoint == "ipc:///run/other/dsd.ctl"
     assert s.control.feed == "ipc:///srv/dsd/dsd.feed"
 
 
+def test_the_main_endpoint_and_feed_are_ipc_only_tcp_goes_through_the_curve_endpoints() -> None:
+    for key in ("endpoint", "feed"):
+        message = error_of(f'[control]\n{key} = "tcp://127.0.0.1:7000"\n')
+        assert message.startswith(f'/etc/dsd.toml: [control] {key} = "tcp://127.0.0.1:7000": ')
+        assert "tcp_endpoint and tcp_feed" in message
+
+
 def test_endpoint_and_feed_must_differ() -> None:
-    message = error_of('[control]\nendpoint = "tcp://*:7000"\nfeed = "tcp://*:7000"\n')
-    assert message.startswith('/etc/dsd.toml: [control] feed = "tcp://*:7000": ')
+    message = error_of('[control]\nendpoint = "ipc:///run/x"\nfeed = "ipc:///run/x"\n')
+    assert message.startswith('/etc/dsd.toml: [control] feed = "ipc:///run/x": ')
     assert "endpoint" in message.split(": ", 2)[2]
 
 
@@ -307,12 +314,12 @@ BAD_VALUES = [
     ("election", "preempt", '"true"', "true or false"),
     ("control", "endpoint", '""', "ipc://"),
     ("control", "endpoint", '"ipc://"', "ipc://"),
-    ("control", "endpoint", '"udp://host:1"', "tcp://"),
+    ("control", "endpoint", '"udp://host:1"', "ipc://"),
     ("control", "endpoint", '"/run/dsd/dsd.ctl"', "ipc://"),
     ("control", "endpoint", LONG_IPC, "107 bytes"),
     ("control", "endpoint", "5", "ipc://"),
-    ("control", "feed", '"tcp://"', "tcp://"),
-    ("control", "feed", '"inproc://feed"', "tcp://"),
+    ("control", "feed", '"tcp://"', "ipc://"),
+    ("control", "feed", '"inproc://feed"', "ipc://"),
     ("control", "tcp_endpoint", '"ipc:///tmp/x"', "tcp://HOST:PORT"),
     ("control", "tcp_endpoint", '"tcp://*:*"', "tcp://HOST:PORT"),
     ("control", "tcp_feed", '"tcp://*:70000"', "tcp://HOST:PORT"),
@@ -365,7 +372,7 @@ def test_bad_value_names_file_key_value_and_what_is_allowed(
      "heartbeat_interval", 60.0),
     ("[timing]\ndiscovery_timeout = 60", "timing", "discovery_timeout", 60.0),
     ("[election]\npreempt = false", "election", "preempt", False),
-    ('[control]\nendpoint = "tcp://10.0.0.1:7000"', "control", "endpoint", "tcp://10.0.0.1:7000"),
+    ('[control]\nendpoint = "ipc:///run/dsd-10/ctl"', "control", "endpoint", "ipc:///run/dsd-10/ctl"),
     ('[control]\nfeed = "ipc://@dsd-feed"', "control", "feed", "ipc://@dsd-feed"),
     ('[log]\nlevel = "WARNING"', "log", "level", "warning"),
     ('[log]\nlevel = "Debug"', "log", "level", "debug"),
@@ -471,7 +478,7 @@ discovery_timeout = 7
 [election]
 preempt = false
 [control]
-endpoint = "tcp://*:7000"
+endpoint = "ipc://@dsd-ctl"
 [log]
 level = "ERROR"
 """
