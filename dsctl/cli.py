@@ -163,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILED
     try:
         curve = ClientCurve.from_options(args.server_key, args.key)
-        if args.endpoint is not None:  # the configuration's own endpoint is the local, trusted one
-            require_server_key([endpoint], curve)
+        require_server_key([endpoint], curve)
     except CurveError as error:
         print(f"dsctl: {error}", file=sys.stderr)
         return EXIT_FAILED
