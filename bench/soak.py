@@ -17,9 +17,10 @@ quiesces the traffic until every daemon holds the same log: there is no quorum, 
 side of a long partition elects a leader and commits on its own, and the logs would not
 merge afterwards (`--partition-traffic` keeps the traffic flowing, to show that).
 
-When `dsd` supports `[cluster] secret_file`, every daemon is given a secret and the forged
-datagrams include an unsigned COORDINATOR with a huge term from a stranger; without it they
-are only datagrams the codec must reject (random bytes, truncated, wrong version).
+Every daemon has the cluster secret (`[cluster] secret_file`); the forged datagrams, sent into
+the group from a private host, are a COORDINATOR and a HEARTBEAT with a huge term from a
+stranger, unsigned, signed with another key or with a corrupted tag, and datagrams the codec
+must reject (random bytes, truncated, wrong version). They must all be counted as rejected.
 
 Once the time is up: every client finishes its round, and the soak checks (deadlines are
 generous: a loaded machine makes it slower, never wrong) one leader and one view of all
@@ -32,7 +33,6 @@ datagrams rejected and the forged term never reached. Exit status 1 on any viola
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -54,8 +54,7 @@ from bench.common import (
     DEFAULT_TIMING, BenchError, before_run, private_cluster, proc_status_kb, progress, python_pid,
     stop_on_sigterm, table,
 )
-from dsd import config as dsd_config
-from dsd import wire
+from dsd import auth, wire
 from dsd.client import ControlClient, DaemonError, Unreachable
 from tests.cluster import Cluster, Daemon, wait_until
 from tests.integration.test_chat import PipedChat, assert_view, chat_log
@@ -77,11 +76,6 @@ PACE = (0.1, 0.4)  # seconds between a client's lines
 ROUND_LINES = (15, 60)
 SETTLE = 30.0  # after a fault: one leader agreed by all five within this
 FINAL = 90.0  # the deadlines of the final checks
-
-
-def secrets_supported() -> bool:
-    """Whether this dsd has `[cluster] secret_file` (signed datagrams)."""
-    return any(f.name == "secret_file" for f in dataclasses.fields(dsd_config.ClusterSettings))
 
 
 def request(daemon: Daemon, cmd: str, timeout: float = 1.0, **args: Any) -> dict[str, Any] | None:
@@ -288,11 +282,14 @@ class Soak:
         self.seed = seed
         self.rng = random.Random(seed)
         self.partition_traffic = partition_traffic
-        self.secret = secrets_supported()
+        self.key = os.urandom(32)
+        self._strangers = auth.Sealer(auth.Keyring((os.urandom(32),)))  # a key the cluster does not know
+        self._cluster_sealer = auth.Sealer(auth.Keyring((self.key,)))
         self.faults: list[Fault] = []
         self.violations: list[str] = []
         self.down: set[str] = set()  # daemons a fault has stopped on purpose (not to be counted as crashed)
         self.forged = 0
+        self.rejected = 0  # forged datagrams seen counted as rejected by the daemon on the sending host
         self.max_rss_kb = 0
         self._lock = threading.RLock()
         self._monitoring = threading.Event()
@@ -306,15 +303,12 @@ class Soak:
 
     def start(self) -> None:
         cluster = self.cluster
-        extra: dict[str, dict] = {}
-        if self.secret:
-            path = cluster.workdir / "secret"
-            path.write_text(os.urandom(32).hex() + "\n")
-            path.chmod(0o600)
-            extra["cluster"] = {"secret_file": str(path)}
+        secret = cluster.workdir / "secret"
+        secret.write_text(self.key.hex() + "\n")
+        secret.chmod(0o600)
         for i, name in enumerate(NAMES, start=1):
             cluster.add(name, priority=100 + i, timing=dict(DEFAULT_TIMING), log={"level": self.log_level},
-                        chat={"client_timeout": CLIENT_TIMEOUT}, **extra)
+                        chat={"client_timeout": CLIENT_TIMEOUT}, cluster={"secret_file": str(secret)})
         wait_until(lambda: self.cluster.agreed(HIGHEST), 60, interval=0.1, what="five daemons agreeing on e")
         self.traffic = Traffic(cluster, self.seed)
         self.traffic.start()
@@ -516,19 +510,28 @@ class Soak:
                        10, interval=0.1, what="the forged datagrams counted as rejected")
         except AssertionError:
             self.violation(f"{observer.name} did not count {count} forged datagrams as rejected")
+            return
+        self.rejected += count
 
     def _forged_datagram(self) -> bytes:
+        """A stranger's claim to lead with a huge term, unsigned or badly signed, or garbage."""
         rng = self.rng
-        heartbeat = wire.encode(wire.Heartbeat(FORGER, rng.randrange(1, 2**62), 10**6, FORGED_TERM, FORGER,
-                                               "leader", "tcp://10.77.0.250:1", 0))
+        incarnation = rng.randrange(1, 2**62)
+        claim = rng.choice([
+            wire.Coordinator(FORGER, incarnation, 10**6, FORGED_TERM),
+            wire.Heartbeat(FORGER, incarnation, 10**6, FORGED_TERM, FORGER, "leader", "tcp://10.77.0.250:1", 0),
+        ])
+        plain = wire.encode(claim)
+        tampered = bytearray(self._cluster_sealer.seal(claim))
+        tampered[-1] ^= 0x01
         choices: list[Callable[[], bytes]] = [
+            lambda: plain,  # unsigned
+            lambda: self._strangers.seal(claim),  # signed with a key the cluster does not have
+            lambda: bytes(tampered),  # signed with the cluster's key, then altered
             lambda: rng.randbytes(rng.randint(1, 1400)),
-            lambda: heartbeat[:rng.randint(1, len(heartbeat) - 1)],
-            lambda: wire.MAGIC + bytes([wire.VERSION + 1]) + heartbeat[len(wire.HEADER):],
+            lambda: plain[:rng.randint(1, len(plain) - 1)],
+            lambda: wire.MAGIC + bytes([wire.VERSION + 1]) + plain[len(wire.HEADER):],
         ]
-        if self.secret:  # well-formed but unsigned: only the secret keeps these out
-            choices.append(lambda: heartbeat)
-            choices.append(lambda: wire.encode(wire.Coordinator(FORGER, rng.randrange(1, 2**62), 10**6, FORGED_TERM)))
         return rng.choice(choices)()
 
     # --- the end ----------------------------------------------------------------------------
@@ -658,9 +661,9 @@ class Soak:
 class Report:
     seconds: float
     seed: int
-    secret: bool
     faults: list[Fault]
     forged: int
+    rejected: int
     sent: int
     acknowledged: int
     delivered: int
@@ -681,7 +684,8 @@ class Report:
             ["seed", self.seed],
             ["faults", f"{len(self.faults)}: " + ", ".join(f"{FAULT_NAMES[k]} {kinds[k]}" for k in FAULT_KINDS)],
             ["of which", self._details()],
-            ["forged datagrams", f"{self.forged} ({'signed cluster: unsigned COORDINATOR/HEARTBEAT with term 1e15 included' if self.secret else 'no secret support: malformed ones only'})"],
+            ["forged datagrams", f"{self.forged} sent, {self.rejected} seen counted as rejected "
+                                 "(the others reached a paused daemon)"],
             ["messages sent / acknowledged / delivered", f"{self.sent} / {self.acknowledged} / {self.delivered} "
                                                          f"(log: {self.entries} entries, {self.rounds} client rounds, "
                                                          f"{self.failovers} client failovers)"],
@@ -732,7 +736,7 @@ def run_soak(seconds: float, seed: int, keep_logs: Path | None = None, partition
     written = [t for w in writers for r in w.rounds for t in r.written]
     acknowledged = sum(len(r.acknowledged()) for w in writers for r in w.rounds)
     return Report(
-        seconds=seconds, seed=seed, secret=soak.secret, faults=soak.faults, forged=soak.forged,
+        seconds=seconds, seed=seed, faults=soak.faults, forged=soak.forged, rejected=soak.rejected,
         sent=len(written), acknowledged=acknowledged, delivered=sum(t in logged for t in written),
         entries=len(log), rounds=sum(len(w.rounds) for w in writers), failovers=sum(w.failovers() for w in writers),
         violations=soak.violations, max_rss_mb=soak.max_rss_kb / 1024, converged=figures["converged"],

@@ -30,6 +30,6 @@ def test_chaos_soak_injects_every_kind_of_fault_and_finds_no_violation(tmp_path)
     assert {f.kind for f in report.faults} == set(FAULT_KINDS), summary
     pauses = [f.detail for f in report.faults if f.kind == "stop"]
     assert any("longer" in d for d in pauses) and any("shorter" in d for d in pauses), summary
-    assert report.forged > 0, summary
+    assert report.forged > 0 and report.rejected > 0, summary
     # Traffic flowed, and everything sent was acknowledged and delivered.
     assert report.sent > 100 and report.acknowledged == report.delivered == report.sent, summary
