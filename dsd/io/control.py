@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import time
 from typing import Any, Callable
 
@@ -150,6 +151,24 @@ def _tcp_socket(kind: int, curve: CurveServer | None) -> zmq.asyncio.Socket:
     return curve.socket(kind)
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft limit on open files to the hard one; returns the soft limit now in force.
+
+    Each client connection takes a descriptor, and libzmq (4.3.5, ipc_listener.cpp) aborts the
+    whole process when accepting on an ipc socket fails with EMFILE: at a soft limit of 1024
+    (the usual default) about a thousand connections, over TCP or ipc, would kill dsd.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as error:  # an unlimited hard limit the kernel caps lower
+            log.warning("cannot raise the open-file limit from %d: %s", soft, error)
+            return soft
+        log.info("open-file limit raised from %d to %d: each client connection takes one", soft, hard)
+    return hard
+
+
 class ControlServer:
     """Answers each request frame with `handler(payload, envelope, admin)`, at once or later via `reply`.
 
@@ -158,6 +177,7 @@ class ControlServer:
 
     def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler,
                  tcp_endpoint: str = "", curve: CurveServer | None = None) -> None:
+        raise_fd_limit()
         self.endpoint = endpoint
         self._handler = handler
         self._curve = curve

@@ -565,3 +565,25 @@ def test_a_request_over_the_socket_limit_drops_only_its_connection(cluster):
     assert after["control_requests"] - counts["control_requests"] <= 3  # our stats and ping requests
     assert state(cluster) == before
     assert rss(a) - memory < 8 * MiB
+
+
+def test_a_low_open_file_limit_is_raised_so_a_storm_cannot_abort_dsd(make_cluster):
+    """dsd started with a soft limit of 256 open files (hard 4,096) lifts it to 4,096 at start:
+    at 256, a storm of 1,000 connections made libzmq abort the process (EMFILE on accept)."""
+    need_private_hosts()
+    cluster = make_cluster(2)
+    daemon = cluster.add("solo", priority=101, start=False, **SETTINGS)
+    prefix = cluster.prefix(daemon.host)
+    with open(daemon.log, "ab") as log:
+        daemon.process = subprocess.Popen(
+            prefix + ["prlimit", "--nofile=256:4096", "--"] + daemon.command()[len(prefix):], stdout=log, stderr=log)
+    cluster.wait_agreed("solo", timeout=20)
+    assert "open-file limit raised from 256 to 4096" in daemon.logs()
+    cfg = {"endpoint": daemon.endpoint, "count": CONNECTIONS, "readers": CONNECTIONS // 2, "request": {"cmd": "view"}}
+    with Hostile(cluster, 2, "dealers", cfg) as storm:
+        assert storm.line(60) == {"ready": CONNECTIONS, "replies": CONNECTIONS // 2}
+        wait_until(lambda: fds(daemon) > CONNECTIONS, 30, what="every connection open")
+        assert daemon.request("ping", timeout=2) == {"pong": True}
+        storm.finish()
+    assert daemon.running
+    assert cluster.agreed("solo") is not None
