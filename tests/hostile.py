@@ -43,7 +43,8 @@ def _hold(deadline: float) -> None:
 
 def flood(cfg: dict[str, Any]) -> dict[str, Any]:
     """Up to `count` datagrams within `seconds`, paced evenly: the templates given (hex) in turn,
-    every `random_every`-th one random bytes instead, every `oversize_every`-th one oversize.
+    every `random_every`-th one random bytes instead, every `oversize_every`-th one the first
+    template padded with spaces to a size from `oversize` (low, high).
     """
     templates = [bytes.fromhex(t) for t in cfg["templates"]]
     rng = random.Random(cfg["seed"])
@@ -60,7 +61,7 @@ def flood(cfg: dict[str, Any]) -> dict[str, Any]:
         if sent % cfg["random_every"] == 0:
             data = rng.randbytes(rng.randint(1, 1400))
         elif sent % cfg["oversize_every"] == 0:
-            data = templates[0] + b" " * rng.randint(1400, 9000)
+            data = templates[0] + b" " * (rng.randint(*cfg["oversize"]) - len(templates[0]))
         else:
             data = templates[sent % len(templates)]
         try:
