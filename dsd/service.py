@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-import zmq.asyncio
+import zmq
 
 from dsd import __version__, auth, commands, linkwire, wire
 from dsd.config import ConfigError, Settings, load_settings
@@ -68,7 +68,7 @@ class Service:
         self.transport = transport or MulticastTransport(
             settings.cluster.group, settings.cluster.port, settings.cluster.interface, settings.cluster.ttl
         )
-        self.context = zmq.asyncio.Context()
+        self.context = zmq.Context()
         host = self.transport.local_address.rpartition(":")[0]
         self.links = Links(peer_bind_endpoint(settings.chat.peer_endpoint, host), self.keyring)
         control = settings.control

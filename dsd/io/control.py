@@ -17,7 +17,6 @@ import time
 from typing import Any, Callable
 
 import zmq
-import zmq.asyncio
 from zmq.auth import CURVE_ALLOW_ANY
 from zmq.auth.asyncio import AsyncioAuthenticator
 
@@ -43,7 +42,7 @@ class BindError(OSError):
 IPC_MODE = 0o660  # an ipc socket is the access control: its owner and group only
 
 
-def bind(socket: zmq.asyncio.Socket, endpoint: str, what: str) -> str:
+def bind(socket: zmq.Socket, endpoint: str, what: str) -> str:
     """Bind `endpoint`; returns what was bound (a `*` port resolved)."""
     try:
         socket.bind(endpoint)
@@ -68,6 +67,79 @@ _BAD_ENVELOPE = json.dumps({"ok": False, "error": {
 }}).encode()
 
 
+class Drain:
+    """Hands every message arriving on `socket` to `handle`, from the event loop's reader on its FD.
+
+    No future per message (zmq.asyncio's way): one callback drains the socket with
+    non-blocking receives until zmq.Again. ZeroMQ's FD is edge-triggered, so each wake-up
+    must drain fully; a send on the same socket can consume the edge, so after one outside
+    `handle`, call `check`. After YIELD_EVERY messages the rest waits for the loop's next
+    turn, so a flood cannot starve timers and other sockets. Run it with `serve`.
+    """
+
+    def __init__(self, socket: zmq.Socket, handle: Callable[[Any], None], multipart: bool = False,
+                 copy: bool = True) -> None:
+        self._socket = socket
+        self._handle = handle
+        self._recv: Callable[[], Any] = (
+            (lambda: socket.recv_multipart(zmq.NOBLOCK, copy=copy)) if multipart else (lambda: socket.recv(zmq.NOBLOCK))
+        )
+        self._failed: asyncio.Future[None] | None = None
+        self._fd = 0
+        self._scheduled = False
+
+    def start(self, failed: asyncio.Future[None]) -> None:
+        """Watch the socket in `failed`'s loop; an exception raised by `handle` is set on `failed`."""
+        self._failed = failed
+        self._fd = self._socket.getsockopt(zmq.FD)
+        failed.get_loop().add_reader(self._fd, self._drain)
+        self._schedule()  # messages may be queued already, and the FD signals only changes
+
+    def stop(self) -> None:
+        if self._failed is not None:
+            self._failed.get_loop().remove_reader(self._fd)
+            self._failed = None
+
+    def check(self) -> None:
+        if self._failed is not None and not self._scheduled and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        assert self._failed is not None
+        self._scheduled = True
+        self._failed.get_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        failed = self._failed
+        if failed is None or failed.done():
+            return
+        try:
+            for _ in range(YIELD_EVERY):
+                try:
+                    message = self._recv()
+                except zmq.Again:
+                    return
+                self._handle(message)
+        except Exception as error:  # the serving task ends with it, as an await would have
+            failed.set_exception(error)
+            return
+        if not self._scheduled:
+            self._schedule()
+
+
+async def serve(*drains: Drain) -> None:
+    """Run `drains` until cancelled, or until one's handler raises (then with its exception)."""
+    failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    try:
+        for drain in drains:
+            drain.start(failed)
+        await failed
+    finally:
+        for drain in drains:
+            drain.stop()
+
+
 def _envelope(frames: list[bytes]) -> list[bytes]:
     """The routing part of a malformed message: the identity, and the first empty frame if any."""
     if b"" in frames[1:]:
@@ -90,7 +162,7 @@ class CurveServer:
     def __init__(self, keys: ServerKeys) -> None:
         self.keys = keys
         self.public_key = keys.keypair.public.decode("ascii")
-        self.context = zmq.asyncio.Context()
+        self.context = zmq.Context()
         self._admins = {key.decode("ascii") for key in keys.admins}
         self._refused: set[bytes] = set()
         self._authenticator = AsyncioAuthenticator(self.context, log=logging.getLogger("dsd.zap"))
@@ -123,7 +195,7 @@ class CurveServer:
                         key.decode("ascii", "replace"))
         return False
 
-    def socket(self, kind: int) -> zmq.asyncio.Socket:
+    def socket(self, kind: int) -> zmq.Socket:
         """A CURVE server socket of `kind`, not bound yet."""
         socket = self.context.socket(kind)
         socket.curve_server = True
@@ -145,7 +217,7 @@ class CurveServer:
         self.context.term()
 
 
-def _tcp_socket(kind: int, curve: CurveServer | None) -> zmq.asyncio.Socket:
+def _tcp_socket(kind: int, curve: CurveServer | None) -> zmq.Socket:
     if curve is None:
         raise ValueError("a TCP endpoint needs a CurveServer")
     return curve.socket(kind)
@@ -175,61 +247,59 @@ class ControlServer:
     A malformed envelope gets a bad_request reply.
     """
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, handler: RequestHandler,
+    def __init__(self, context: zmq.Context, endpoint: str, handler: RequestHandler,
                  tcp_endpoint: str = "", curve: CurveServer | None = None) -> None:
         raise_fd_limit()
         self.endpoint = endpoint
         self._handler = handler
         self._curve = curve
-        self._socket = self._router(context.socket(zmq.ROUTER))
+        self._socket = self._router(context.socket(zmq.ROUTER, socket_class=zmq.Socket))
         bind(self._socket, endpoint, "control")
-        self._tcp: zmq.asyncio.Socket | None = None
+        self._tcp: zmq.Socket | None = None
         self.tcp_endpoint = ""
+        self._drains = {IPC: Drain(self._socket, self._on_ipc, multipart=True)}
         if tcp_endpoint:
             self._tcp = self._router(_tcp_socket(zmq.ROUTER, curve))
             self.tcp_endpoint = bind(self._tcp, tcp_endpoint, "TCP control")
+            self._drains[TCP] = Drain(self._tcp, self._on_tcp, multipart=True, copy=False)  # frames carry the User-Id
         self.requests = 0
         self.rejected = 0
 
     @staticmethod
-    def _router(socket: zmq.asyncio.Socket) -> zmq.asyncio.Socket:
+    def _router(socket: zmq.Socket) -> zmq.Socket:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, 1024 * 1024)
         return socket
 
     async def serve(self) -> None:
-        if self._tcp is None:
-            await self._serve(self._socket, IPC)
-        else:
-            await asyncio.gather(self._serve(self._socket, IPC), self._serve(self._tcp, TCP))
+        await serve(*self._drains.values())
 
-    async def _serve(self, socket: zmq.asyncio.Socket, origin: bytes) -> None:
-        over_tcp = origin == TCP
-        while True:
-            message = await socket.recv_multipart(copy=not over_tcp)  # frames carry the User-Id
-            frames = [frame.bytes for frame in message] if over_tcp else message
-            if len(frames) != 3 or frames[1] != b"":
-                self.rejected += 1
-                log.debug("refused a control message of %d frames", len(frames))
-                await socket.send_multipart(_envelope(frames) + [_BAD_ENVELOPE])
-                continue
-            self.requests += 1
-            admin = not over_tcp or (self._curve is not None and self._curve.is_admin(message[-1]))
-            reply = self._handler(frames[2], [origin, *frames[:2]], admin)
-            if reply is not None:
-                await socket.send_multipart(frames[:2] + [reply])
-            if self.requests % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # a queued request completes recv at once: let the rest run
+    def _on_ipc(self, frames: list[bytes]) -> None:
+        self._on_message(self._socket, IPC, frames, True)
+
+    def _on_tcp(self, message: list[zmq.Frame]) -> None:
+        assert self._tcp is not None
+        admin = self._curve is not None and self._curve.is_admin(message[-1])
+        self._on_message(self._tcp, TCP, [frame.bytes for frame in message], admin)
+
+    def _on_message(self, socket: zmq.Socket, origin: bytes, frames: list[bytes], admin: bool) -> None:
+        if len(frames) != 3 or frames[1] != b"":
+            self.rejected += 1
+            log.debug("refused a control message of %d frames", len(frames))
+            _send(socket, _envelope(frames) + [_BAD_ENVELOPE])
+            return
+        self.requests += 1
+        reply = self._handler(frames[2], [origin, *frames[:2]], admin)
+        if reply is not None:
+            _send(socket, frames[:2] + [reply])
 
     def reply(self, envelope: list[bytes], payload: bytes) -> None:
         """A deferred answer; dropped if the client is gone or not reading (never blocks)."""
         socket = self._tcp if envelope[0] == TCP else self._socket
         if socket is None:
             return
-        try:
-            socket.send_multipart(envelope[1:] + [payload], flags=zmq.NOBLOCK)
-        except zmq.ZMQError as error:
-            log.debug("dropped a deferred reply: %s", error.strerror)
+        _send(socket, envelope[1:] + [payload])
+        self._drains[envelope[0]].check()  # the send may have taken the FD's edge of a request waiting
 
     def close(self) -> None:
         self._socket.close(linger=0)
@@ -237,14 +307,22 @@ class ControlServer:
             self._tcp.close(linger=0)
 
 
+def _send(socket: zmq.Socket, frames: list[bytes]) -> None:
+    """A reply on a ROUTER: dropped if the client is gone or not reading (never blocks)."""
+    try:
+        socket.send_multipart(frames, flags=zmq.NOBLOCK)
+    except zmq.ZMQError as error:
+        log.debug("dropped a reply: %s", error.strerror)
+
+
 class Feed:
     """Publishes `[topic, json]` events; slow subscribers are dropped by ZeroMQ's HWM, never waited for."""
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, node: str, tcp_endpoint: str = "",
+    def __init__(self, context: zmq.Context, endpoint: str, node: str, tcp_endpoint: str = "",
                  curve: CurveServer | None = None) -> None:
         self.endpoint = endpoint
         self._node = node
-        self._sockets = [self._pub(context.socket(zmq.PUB))]
+        self._sockets = [self._pub(context.socket(zmq.PUB, socket_class=zmq.Socket))]
         bind(self._sockets[0], endpoint, "feed")
         self.tcp_endpoint = ""
         if tcp_endpoint:
@@ -253,7 +331,7 @@ class Feed:
         self.published = 0
 
     @staticmethod
-    def _pub(socket: zmq.asyncio.Socket) -> zmq.asyncio.Socket:
+    def _pub(socket: zmq.Socket) -> zmq.Socket:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, 10000)
         return socket

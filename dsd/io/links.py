@@ -15,19 +15,17 @@ lets a daemon deliver link messages, and key rotation works as it does for datag
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
 from typing import Callable
 
 import zmq
-import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
 
 from dsd.auth import Keyring
-from dsd.io.control import YIELD_EVERY, bind
+from dsd.io.control import Drain, bind, serve
 
 log = logging.getLogger("dsd.links")
 
@@ -58,12 +56,12 @@ class Links:
 
     def __init__(self, endpoint: str, keyring: Keyring | None) -> None:
         # A context of its own: ZeroMQ has one ZAP handler per context, and this one admits link clients only.
-        self._context = zmq.asyncio.Context()
+        self._context = zmq.Context()
         self._inbox = self._context.socket(zmq.PULL)
         self._inbox.setsockopt(zmq.LINGER, 0)
         self._inbox.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         self._inbox.setsockopt(zmq.RCVHWM, 100_000)
-        self._peers: dict[str, tuple[tuple[str, str], zmq.asyncio.Socket]] = {}
+        self._peers: dict[str, tuple[tuple[str, str], zmq.Socket]] = {}
         self.sent = 0
         self.dropped = 0
         self.received = 0
@@ -139,12 +137,11 @@ class Links:
             self.dropped += 1
 
     async def serve(self, on_message: Callable[[bytes], None]) -> None:
-        while True:
-            data = await self._inbox.recv()
+        def receive(data: bytes) -> None:
             self.received += 1
             on_message(data)
-            if self.received % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # a queued message completes recv() at once: let the rest run
+
+        await serve(Drain(self._inbox, receive))
 
     def close(self) -> None:
         self._disconnect(set(self._peers))
