@@ -136,6 +136,24 @@ def follower_with_alice() -> Chat:
     return c
 
 
+def deposed(*ids: str) -> Chat:
+    """F led term 1 with follower G: alice joined through F (seq 1, committed: G acknowledged it),
+    then sent messages `ids` (seq 2, 3, ...: acknowledged by nobody); now M leads term 2.
+
+    A deposed leader is the one daemon that holds uncommitted entries of another leader's
+    term: a follower commits what it holds of its leader's log at once."""
+    c = make("F")
+    c.set_view("F", 1, frozenset({"G"}), 0.0)
+    c.receive(Status("G", 1, 0, 0, 0), 0.0)
+    c.join("rj", "alice", S, 0.0)
+    c.receive(Ack("G", 1, 1, 0, 0), 0.0)
+    for id in ids:
+        c.send(f"r{id}", "alice", S, id, "hi", 0.0)
+    c.set_view("M", 2, frozenset({"M", "G"}), 1.0)
+    assert (c.role, c.commit, c.tail) == (FOLLOWING, 1, [entry(2 + i, id=id) for i, id in enumerate(ids)])
+    return c
+
+
 # ------------------------------------------------------------- lone leader
 
 
@@ -465,11 +483,7 @@ def test_follower_installs_a_snapshot_and_publishes_only_what_follows_it() -> No
 
 
 def test_follower_keeps_its_uncommitted_entries_after_the_base() -> None:
-    c = follower()
-    c.receive(Append("L", 1, 0, [join_entry(1), entry(2), entry(3, id="m3")], 1), 0.0)
-    c.receive(Snapshot("L", 1, 2, 1, 0, 1, [join_entry(1)]), 0.0)  # held up to 3 but matched only 1
-    assert (c.commit, c.matched) == (1, 3) and c.store.first_seq() == 1  # it holds 2: nothing to install
-    c.set_view("M", 2, frozenset({"M"}), 1.0)  # a new leader: matched goes back to the commit
+    c = deposed("m2", "m3")  # holds 2 and 3 of term 1, matched with M only up to its commit, 1
     out = c.receive(Snapshot("M", 2, 2, 1, 0, 1, [join_entry(1)]), 1.0)
     assert (c.commit, c.tail, c.store.first_seq()) == (2, [entry(3, id="m3")], 3)
     assert transmits(out) == [("M", Ack("F", 2, 2, 2, 0))]
@@ -614,36 +628,36 @@ def test_leader_with_max_tail_uncommitted_entries_refuses_with_unavailable(monke
 # ------------------------------------------------------------------ follower
 
 
-def test_follower_acks_appends_in_order() -> None:
+def test_follower_commits_and_acks_appends_in_order() -> None:
     c = follower()
     out = c.receive(Append("L", 1, 0, [join_entry(1)], 0), 0.0)
-    assert out == [Transmit("L", Ack("F", 1, 1, 0, 0))]
+    assert transmits(out) == [("L", Ack("F", 1, 1, 1, 0))]
     out = c.receive(Append("L", 1, 1, [entry(2), entry(3, id="m2")], 0), 0.0)
-    assert out == [Transmit("L", Ack("F", 1, 3, 0, 0))]
-    assert (c.commit, c.last, c.last_term) == (0, 3, 1)
+    assert transmits(out) == [("L", Ack("F", 1, 3, 3, 0))]
+    assert (c.commit, c.last, c.last_term) == (3, 3, 1)
 
 
 def test_follower_asks_for_what_it_lacks_when_prev_is_beyond_its_log() -> None:
     c = follower()
     c.receive(Append("L", 1, 0, [join_entry(1)], 0), 0.0)
     out = c.receive(Append("L", 1, 3, [entry(4)], 0), 0.0)
-    assert out == [Transmit("L", Ack("F", 1, 1, 0, 2))]
+    assert out == [Transmit("L", Ack("F", 1, 1, 1, 2))]
     assert c.last == 1
 
 
-def test_follower_commits_from_the_leaders_commit_field_and_publishes_in_order() -> None:
+def test_follower_commits_what_it_holds_of_the_leaders_log_at_once_and_publishes_in_order() -> None:
+    """The leader and this follower hold the entries: committed, whatever the commit field says."""
     c = follower()
     entries = [join_entry(1), entry(2), entry(3, id="m2", text="yo")]
-    c.receive(Append("L", 1, 0, entries, 0), 0.0)
-    out = c.receive(Append("L", 1, 3, [], 2), 0.0)
+    out = c.receive(Append("L", 1, 0, entries, 0), 0.0)
     assert out == [
         Publish("chat.presence", public(entries[0])),
         Publish("chat.message", public(entries[1])),
-        Transmit("L", Ack("F", 1, 3, 2, 0)),
+        Publish("chat.message", public(entries[2])),
+        Transmit("L", Ack("F", 1, 3, 3, 0)),
     ]
-    out = c.receive(Append("L", 1, 3, [], 3), 0.0)
-    assert published(out) == [public(entries[2])]
-    assert c.store.read(0, 10) == entries
+    assert c.store.read(0, 10) == entries and c.tail == []
+    assert c.receive(Append("L", 1, 3, [], 3), 0.0) == []  # the leader's commit point brings no news
 
 
 def test_follower_commits_no_further_than_it_matches() -> None:
@@ -657,8 +671,8 @@ def test_repeated_append_is_idempotent() -> None:
     c = follower()
     append = Append("L", 1, 0, [join_entry(1), entry(2)], 0)
     c.receive(append, 0.0)
-    assert c.receive(append, 0.0) == [Transmit("L", Ack("F", 1, 2, 0, 0))]
-    assert c.tail == [join_entry(1), entry(2)]
+    assert c.receive(append, 0.0) == [Transmit("L", Ack("F", 1, 2, 2, 0))]
+    assert c.store.read(0, 10) == [join_entry(1), entry(2)] and c.tail == []
 
 
 def test_empty_append_without_news_gets_no_ack() -> None:
@@ -667,34 +681,27 @@ def test_empty_append_without_news_gets_no_ack() -> None:
 
 
 def test_conflicting_uncommitted_entry_of_an_older_term_is_replaced() -> None:
-    c = follower()
-    c.receive(Append("L", 1, 0, [join_entry(1), entry(2, id="old"), entry(3, id="old2")], 1), 0.0)
-    assert c.commit == 1
-    c.set_view("M", 2, frozenset({"M"}), 1.0)
+    c = deposed("old", "old2")
     new = entry(2, term=2, id="new")
     out = c.receive(Append("M", 2, 1, [new], 1), 1.0)
-    assert out == [Transmit("M", Ack("F", 2, 2, 1, 0))]
-    assert c.tail == [new]
-    c.receive(Append("M", 2, 2, [], 2), 1.0)
+    assert published(out) == [public(new)]
+    assert transmits(out) == [("M", Ack("F", 2, 2, 2, 0))]
+    assert c.tail == []
     assert [e["id"] for e in c.store.read(0, 10)] == ["join-7-1", "new"]
 
 
 def test_same_entry_kept_from_an_older_term_is_not_replaced() -> None:
-    c = follower()
-    old = entry(2, id="kept")
-    c.receive(Append("L", 1, 0, [join_entry(1), old], 1), 0.0)
-    c.set_view("M", 2, frozenset({"M"}), 1.0)
-    out = c.receive(Append("M", 2, 1, [old, entry(3, term=2, id="new")], 1), 1.0)
-    assert out == [Transmit("M", Ack("F", 2, 3, 1, 0))]
-    assert c.tail == [old, entry(3, term=2, id="new")]
+    c = deposed("kept")
+    old = c.tail[0]
+    out = c.receive(Append("M", 2, 1, [entry(2, id="kept"), entry(3, term=2, id="new")], 1), 1.0)
+    assert transmits(out) == [("M", Ack("F", 2, 3, 3, 0))]
+    assert c.store.read(0, 10) == [join_entry(1), old, entry(3, term=2, id="new")]
 
 
 def test_new_leader_must_first_confirm_what_the_follower_holds() -> None:
-    c = follower()
-    c.receive(Append("L", 1, 0, [join_entry(1), entry(2)], 0), 0.0)
-    c.set_view("M", 2, frozenset({"M"}), 1.0)
+    c = deposed("m2")
     out = c.receive(Append("M", 2, 2, [entry(3, term=2)], 0), 1.0)
-    assert out == [Transmit("M", Ack("F", 2, 0, 0, 1))]  # only the committed prefix is known to match
+    assert out == [Transmit("M", Ack("F", 2, 1, 1, 2))]  # only the committed prefix is known to match
 
 
 def test_messages_from_a_non_leader_are_ignored_and_counted() -> None:
@@ -715,10 +722,10 @@ def test_messages_of_an_older_term_are_ignored_and_counted() -> None:
 def test_message_of_a_future_term_is_held_and_replayed_when_the_view_reaches_it() -> None:
     c = follower()
     assert c.receive(Append("M", 2, 0, [join_entry(1, term=2)], 0), 0.0) == []
-    assert c.tail == [] and c.counters.link_messages_ignored == 0
+    assert c.last == 0 and c.counters.link_messages_ignored == 0
     out = c.set_view("M", 2, frozenset({"M"}), 0.5)
-    assert out == [Transmit("M", Ack("F", 2, 1, 0, 0))]
-    assert c.tail == [join_entry(1, term=2)]
+    assert transmits(out) == [("M", Ack("F", 2, 1, 1, 0))]
+    assert c.store.read(0, 10) == [join_entry(1, term=2)]
 
 
 def test_held_message_of_a_term_still_ahead_stays_held() -> None:
@@ -737,9 +744,7 @@ def test_early_messages_are_bounded() -> None:
 
 
 def test_gather_is_answered_with_status() -> None:
-    c = follower()
-    c.receive(Append("L", 1, 0, [join_entry(1), entry(2)], 1), 0.0)
-    c.set_view("M", 2, frozenset({"M"}), 1.0)
+    c = deposed("m2")
     out = c.receive(Gather("M", 2), 1.0)
     assert out == [Transmit("M", Status("F", 2, 1, 2, 1))]
 
