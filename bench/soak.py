@@ -1,10 +1,11 @@
 """Chaos soak: five daemons on private hosts, chat traffic, random faults, then the invariants.
 
-    python -m bench.soak [--seconds 600] [--seed 7] [--keep-logs DIR]
+    python -m bench.soak [--seconds 600] [--seed 7] [--keep-logs DIR] [--partition-traffic] [--log-level debug]
 
 Five daemons (a..e, e ranked highest) at the default timings on five private hosts; on each
 host a `dschat --json` user sends uniquely numbered lines, in rounds (join, lines, leave),
-failing over to the other daemons when its own one does not answer. Meanwhile faults drawn
+failing over to the other daemons when its own one does not answer (bench/soak_traffic.py).
+Meanwhile faults drawn
 from a seeded random generator are injected one at a time, each undone before the next
 (`FAULT_KINDS`: kill -9 then restart, SIGSTOP then SIGCONT after a pause shorter or longer
 than failure_timeout, a partition then its heal, SIGTERM then start, forged datagrams),
@@ -46,7 +47,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,10 +55,11 @@ from bench.common import (
     DEFAULT_TIMING, BenchError, before_run, private_cluster, proc_status_kb, progress, python_pid,
     stop_on_sigterm, table,
 )
+from bench.soak_traffic import PATIENCE, Traffic, request
 from dsd import auth, wire
-from dsd.client import ControlClient, DaemonError, Unreachable
+from dsd.client import DaemonError, Unreachable
 from tests.cluster import Cluster, Daemon, wait_until
-from tests.integration.test_chat import PipedChat, assert_view, chat_log
+from tests.integration.test_chat import assert_view, chat_log
 from tests.netns import run as run_command
 
 NAMES = ("a", "b", "c", "d", "e")
@@ -70,198 +72,8 @@ FORGER = "zz-forger"
 FAULT_KINDS = ("kill", "stop", "partition", "restart", "forge")
 FAULT_NAMES = {"kill": "kill -9, restart", "stop": "SIGSTOP, SIGCONT", "partition": "partition, heal",
                "restart": "SIGTERM, start", "forge": "forged datagrams"}
-# dschat: 3 silent tries of 0.5 s and it fails over; it gives up only after 30 s without a daemon.
-DSCHAT_OPTIONS = ("--history", "0", "--timeout", "0.5", "--failover", "30")
-PACE = (0.1, 0.4)  # seconds between a client's lines
-ROUND_LINES = (15, 60)
 SETTLE = 30.0  # after a fault: one leader agreed by all five within this
-FINAL = 90.0  # the deadlines of the final checks
-
-
-def request(daemon: Daemon, cmd: str, timeout: float = 1.0, **args: Any) -> dict[str, Any] | None:
-    """One control request; None when the daemon does not answer or refuses."""
-    try:
-        with ControlClient(daemon.endpoint, timeout=timeout, retries=1) as client:
-            return client.request(cmd, **args)
-    except (Unreachable, DaemonError):
-        return None
-
-
-# --------------------------------------------------------------------------- traffic
-
-
-@dataclass
-class Round:
-    """One dschat process: join, the lines written, leave."""
-
-    chat: PipedChat
-    written: list[str] = field(default_factory=list)
-    code: int | None = None
-
-    def acknowledged(self) -> set[str]:
-        """What dschat reported acknowledged (its exit report), plus what it showed as logged."""
-        shown = set(self.chat.own())
-        if self.code not in (0, 1, 3):  # no report from dschat: only what it showed
-            return shown
-        failed = {text for text in self.written if f"'{text}'" in self.chat.stderr}
-        return shown | (set(self.written) - failed)
-
-
-class Writer(threading.Thread):
-    """A user on one host sending numbered lines through dschat, round after round.
-
-    While the traffic is paused (`Traffic.gate` clear) it sends nothing and starts or ends
-    no round, and it says it is parked once all it wrote is in its own output (logged).
-    """
-
-    def __init__(self, traffic: "Traffic", user: str, host: int, endpoints: list[str], seed: int) -> None:
-        super().__init__(name=f"writer-{user}", daemon=True)
-        self.traffic = traffic
-        self.user = user
-        self.host = host
-        self.endpoints = endpoints
-        self.rng = random.Random(seed)
-        self.rounds: list[Round] = []
-        self.parked = threading.Event()
-        self.problems: list[str] = []
-        self._numbers = itertools.count(1)
-
-    def run(self) -> None:
-        try:
-            self._rounds()
-        except Exception as error:  # reported, never silently lost with the thread
-            self.problems.append(f"{self.user}: the writer failed: {error!r}")
-
-    def _rounds(self) -> None:
-        traffic = self.traffic
-        while not traffic.stopping.is_set():
-            self._wait_for_gate(None)
-            if traffic.stopping.is_set():
-                break
-            if self.rounds:
-                self._wait_until_gone()
-                if traffic.stopping.is_set():
-                    break
-            current = Round(PipedChat(traffic.cluster, self.host, self.user, self.endpoints, *DSCHAT_OPTIONS))
-            self.rounds.append(current)
-            try:
-                for number in range(self.rng.randint(*ROUND_LINES)):
-                    if traffic.stopping.is_set():
-                        break
-                    if number:  # parked only once a line is logged, so never while joining
-                        self._wait_for_gate(current)
-                    text = f"{self.user}-{next(self._numbers):06d}"
-                    current.chat.write(text)
-                    current.written.append(text)
-                    time.sleep(self.rng.uniform(*PACE))  # pacing the stream, not waiting for anything
-                self._wait_for_gate(current)
-            except (OSError, ValueError) as error:  # dschat's stdin closed: it exited early
-                self.problems.append(f"{self.user}: dschat ended while being written to ({error})")
-            self._finish(current)
-
-    def _finish(self, current: Round) -> None:
-        try:
-            current.code = current.chat.finish(timeout=FINAL)
-        except OSError:  # it had exited already, with input unread
-            current.code = current.chat.process.wait(timeout=FINAL)
-        except subprocess.TimeoutExpired:
-            self.problems.append(f"{self.user}: dschat did not exit within {FINAL:g}s of its input's end")
-        finally:
-            current.chat.stop()
-        if current.code not in (0, 1):
-            self.problems.append(f"{self.user}: dschat exited with {current.code}: {current.chat.stderr[-500:]}")
-
-    def _wait_for_gate(self, current: Round | None) -> None:
-        if self.traffic.gate.is_set():
-            return
-        if current is not None:
-            deadline = time.monotonic() + FINAL
-            while set(current.written) - set(current.chat.own()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        self.parked.set()
-        self.traffic.gate.wait()
-        self.parked.clear()
-
-    def _wait_until_gone(self) -> None:
-        """Until every daemon answers and none lists this user any more.
-
-        A daemon checks a join against the presence it has committed, so one that is behind
-        (just restarted, say) refuses as name_taken a user whose leave it has not caught up
-        with, and dschat gives up (exit 4). Starting the next round only once all five have
-        the leave keeps that known limitation out of the verdict.
-        """
-        def gone() -> bool:
-            if self.traffic.stopping.is_set():
-                return True
-            for daemon in self.traffic.cluster.daemons.values():
-                who = request(daemon, "chat.who")
-                if who is None or any(u["user"] == self.user for u in who["users"]):
-                    return False
-            return True
-
-        try:
-            wait_until(gone, FINAL, interval=0.1, what=f"{self.user} gone from every daemon")
-        except AssertionError as error:
-            self.problems.append(str(error))
-
-    def failovers(self) -> int:
-        return sum(r.chat.stderr.count("failing over") for r in self.rounds)
-
-
-class Traffic:
-    """One Writer per host; `pause` until every daemon holds the same log, `resume`, `stop`."""
-
-    def __init__(self, cluster: Cluster, seed: int) -> None:
-        self.cluster = cluster
-        self.gate = threading.Event()
-        self.gate.set()
-        self.stopping = threading.Event()
-        daemons = [cluster.daemons[name] for name in NAMES]
-        self.writers = []
-        for i, daemon in enumerate(daemons):
-            # Its own daemon first, then the others in turn.
-            endpoints = [d.endpoint for d in daemons[i:] + daemons[:i]]
-            self.writers.append(Writer(self, f"user-{daemon.name}", daemon.host, endpoints, seed * 100 + i))
-
-    def start(self) -> None:
-        for writer in self.writers:
-            writer.start()
-
-    def pause(self) -> bool:
-        """Stop sending and wait until every line is logged and all five logs end alike."""
-        self.gate.clear()
-        try:
-            wait_until(lambda: all(w.parked.is_set() or not w.is_alive() for w in self.writers), FINAL,
-                       interval=0.05, what="every client parked")
-            wait_until(self._same_last_seq, FINAL, interval=0.1, what="every daemon at the same seq")
-        except AssertionError:
-            return False
-        return True
-
-    def _same_last_seq(self) -> bool:
-        replies = [request(d, "chat.since", seq=2**62) for d in self.cluster.daemons.values()]
-        return None not in replies and len({r["last_seq"] for r in replies}) == 1
-
-    def resume(self) -> None:
-        self.gate.set()
-
-    def stop(self, timeout: float) -> list[str]:
-        """End every round (each dschat waits for its acknowledgements); problems of the ones that hang."""
-        self.stopping.set()
-        self.gate.set()
-        deadline = time.monotonic() + timeout
-        for writer in self.writers:
-            writer.join(max(0.0, deadline - time.monotonic()))
-        return [f"{w.user}: still running {timeout:g}s after the traffic was stopped" for w in self.writers
-                if w.is_alive()]
-
-    def kill(self) -> None:
-        """Stop every dschat by its pid (cleanup after a failure or Ctrl-C)."""
-        self.stopping.set()
-        self.gate.set()
-        for writer in self.writers:
-            for current in writer.rounds:
-                current.chat.stop()
+FINAL = PATIENCE  # the deadlines of the final checks
 
 
 # ---------------------------------------------------------------------------- faults
