@@ -83,7 +83,6 @@ FINAL = PATIENCE  # the deadlines of the final checks
 class Fault:
     kind: str
     detail: str
-    started: float
     settled: float | None = None  # seconds from the heal to one leader agreed by all five
 
 
@@ -173,7 +172,7 @@ class Soak:
                 gap = self.rng.uniform(0.5, 2.0)
                 time.sleep(gap)  # traffic without faults between two of them: the gap is the point
                 leader = self.leader()
-                fault = Fault(kind, "", time.monotonic())
+                fault = Fault(kind, "")
                 getattr(self, f"_{kind}")(fault, leader)
                 self.faults.append(fault)
                 healed = time.monotonic()
@@ -190,7 +189,7 @@ class Soak:
 
     def leader(self) -> str:
         agreed = self.cluster.agreed()
-        return agreed[1] if agreed else self.rng.choice(NAMES)
+        return agreed[1] if agreed else HIGHEST
 
     def _victim(self, leader: str) -> Daemon:
         """The leader two times in five, else any daemon (the draw is seeded; who leads is not)."""
