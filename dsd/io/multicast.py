@@ -17,6 +17,8 @@ from typing import Callable, Protocol
 DatagramHandler = Callable[[bytes, str], None]
 SIOCGIFADDR = 0x8915
 RECEIVE_BUFFER = 4 * 1024 * 1024
+READ_BATCH = 64  # datagrams per wakeup: most of a flood per turn, yet other sockets get their turn
+MAX_READ = 65536  # read whole, so an oversize datagram is seen (and refused) as oversize
 
 
 class Transport(Protocol):
@@ -58,8 +60,13 @@ def interface_address(interface: str, group: str) -> str:
         probe.close()
 
 
-class MulticastTransport(asyncio.DatagramProtocol):
-    """Joins `group` on `interface`; every daemon on a host can share the port."""
+class MulticastTransport:
+    """Joins `group` on `interface`; every daemon on a host can share the port.
+
+    Reads with its own event-loop reader, draining up to READ_BATCH datagrams per wakeup:
+    asyncio's datagram transport takes one per loop iteration, so under a flood of garbage
+    the peers' heartbeats would wait behind it in the receive buffer.
+    """
 
     def __init__(self, group: str, port: int, interface: str, ttl: int) -> None:
         self.group = group
@@ -68,13 +75,14 @@ class MulticastTransport(asyncio.DatagramProtocol):
         self.ttl = ttl
         self.local_address = f"{interface_address(interface, group)}:{port}"
         self._handler: DatagramHandler | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._socket: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, on_datagram: DatagramHandler) -> None:
         self._handler = on_datagram
-        sock = self._open_socket()
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        self._socket = self._open_socket()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._socket.fileno(), self._read_ready)
 
     def _open_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
@@ -109,17 +117,29 @@ class MulticastTransport(asyncio.DatagramProtocol):
             return struct.pack("4s4si", group, socket.inet_aton("0.0.0.0"), index)
 
     def send(self, data: bytes) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, (self.group, self.port))
+        """Best effort, like UDP itself: a full send buffer or an ICMP error drops the datagram."""
+        if self._socket is not None:
+            try:
+                self._socket.sendto(data, (self.group, self.port))
+            except OSError:
+                pass
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._socket is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        if self._handler is not None:
-            self._handler(data, f"{addr[0]}:{addr[1]}")
-
-    def error_received(self, exc: Exception) -> None:
-        """ICMP errors and the like: UDP is best effort, the protocol copes with loss."""
+    def _read_ready(self) -> None:
+        for _ in range(READ_BATCH):
+            if self._socket is None:
+                return
+            try:
+                data, addr = self._socket.recvfrom(MAX_READ)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error queued on the socket: UDP is best effort
+            if self._handler is not None:
+                self._handler(data, f"{addr[0]}:{addr[1]}")

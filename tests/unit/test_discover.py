@@ -14,7 +14,7 @@ GROUP = "239.255.77.9"
 
 
 def loopback_cluster() -> ClusterSettings:
-    return ClusterSettings(GROUP, 20000 + os.getpid() % 20000, "127.0.0.1", 0)
+    return ClusterSettings(GROUP, 20000 + os.getpid() % 20000, "127.0.0.1", 0, secret_file="")
 
 
 async def discover_with(answering: dict[str, int]) -> tuple[list[str], list[int]]:
