@@ -124,10 +124,17 @@ class Soak:
         for i, name in enumerate(NAMES, start=1):
             cluster.add(name, priority=100 + i, timing=dict(DEFAULT_TIMING), log={"level": self.log_level},
                         chat={"client_timeout": CLIENT_TIMEOUT}, cluster={"secret_file": str(secret)})
-        wait_until(lambda: self.cluster.agreed(HIGHEST), 60, interval=0.1, what="five daemons agreeing on e")
+        wait_until(self._started, 60, interval=0.1, what="five daemons agreeing on e")
         self.traffic = Traffic(cluster, self.seed)
         self.traffic.start()
         threading.Thread(target=self._monitor, name="monitor", daemon=True).start()
+
+    def _started(self) -> bool:
+        for daemon in self.cluster.daemons.values():
+            if not daemon.running:
+                raise BenchError(f"{daemon.name} exited at start-up with status {daemon.process.returncode}:\n"
+                                 + "\n".join(daemon.logs().splitlines()[-10:]))
+        return self.cluster.agreed(HIGHEST) is not None
 
     def violation(self, text: str) -> None:
         with self._lock:
@@ -586,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress("soak: interrupted; every process stopped and namespace deleted")
         return 130
+    except BenchError as error:
+        progress(f"soak: {error}")
+        return 1
     flags = " --partition-traffic" if args.partition_traffic else ""
     print(f"### Chaos soak\n\nCommand: `python -m bench.soak --seconds {args.seconds:g} --seed {args.seed}{flags}`. "
           f"{note}.\n\n{report.summary()}", flush=True)
