@@ -30,6 +30,7 @@ here, in `tail`.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +144,9 @@ class Chat:
         self.sessions: dict[str, Session] = {}
         self.outbox: dict[Key, Proposal] = {}
         self.waiting: dict[Key, list[Waiter]] = {}
+        # The waiters by deadline, so that no input scans them all; replied ones are dropped lazily.
+        self._deadlines: list[tuple[float, int, Key, Waiter]] = []
+        self._deadline_ids = itertools.count()
         self.known: dict[Key, int] = {}  # proposals the leader says are committed at seq
         self.followers: dict[str, FollowerState] = {}
         self.gathering: Gathering | None = None
@@ -611,7 +615,7 @@ class Chat:
     def _propose(self, proposal: Proposal, waiter: Waiter | None, now: float, out: list[Action]) -> None:
         key = (proposal["user"], proposal["id"])
         if waiter is not None:
-            self.waiting.setdefault(key, []).append(waiter)
+            self._wait(key, waiter)
         self.outbox[key] = proposal
         if self.leader == self.name:
             if self.role == ACTIVE:
@@ -682,7 +686,7 @@ class Chat:
         waiter = Waiter(request, "join", now + self.limits.request_timeout)
         for key, proposal in self.outbox.items():
             if proposal["kind"] == "join" and proposal["user"] == user and proposal["session"] == session:
-                self.waiting.setdefault(key, []).append(waiter)
+                self._wait(key, waiter)
                 return out
         self._propose(self._proposal("join", user, session, ""), waiter, now, out)
         return self._done(now, out)
@@ -709,7 +713,7 @@ class Chat:
             return out
         waiter = Waiter(request, "message", now + self.limits.request_timeout)
         if key in self.outbox:
-            self.waiting.setdefault(key, []).append(waiter)
+            self._wait(key, waiter)
             return out
         if not self._take_token(client, now):
             out.append(Reply(request, error=(
@@ -737,6 +741,21 @@ class Chat:
         waiter = Waiter(request, "leave", now + self.limits.request_timeout)
         self._propose(self._proposal("leave", user, session, ""), waiter, now, out)
         return self._done(now, out)
+
+    def _wait(self, key: Key, waiter: Waiter) -> None:
+        """`waiter` waits for the proposal `key` until it is resolved or its deadline passes (`tick`)."""
+        self.waiting.setdefault(key, []).append(waiter)
+        heapq.heappush(self._deadlines, (waiter.deadline, next(self._deadline_ids), key, waiter))
+
+    def _first_waiter(self) -> Waiter | None:
+        """The waiter with the earliest deadline, dropping the replied ones ahead of it."""
+        deadlines = self._deadlines
+        while deadlines:
+            _, _, key, waiter = deadlines[0]
+            if any(w is waiter for w in self.waiting.get(key, ())):
+                return waiter
+            heapq.heappop(deadlines)
+        return None
 
     def _session_error(self, user: str, session: str) -> tuple[str, str] | None:
         client = self.sessions.get(user)
@@ -768,14 +787,17 @@ class Chat:
             self._leader_tick(now, out)
         elif self.leader is not None:
             self._forward_again(now, out)
-        for key, waiters in list(self.waiting.items()):
-            for waiter in [w for w in waiters if w.deadline <= now]:
-                waiters.remove(waiter)
-                out.append(Reply(waiter.request, error=(
-                    "unavailable", "not committed in time (no leader?); retry with the same id",
-                )))
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, key, waiter = heapq.heappop(self._deadlines)
+            waiters = self.waiting.get(key, [])
+            if not any(w is waiter for w in waiters):
+                continue  # replied already
+            waiters[:] = [w for w in waiters if w is not waiter]
             if not waiters:
                 del self.waiting[key]
+            out.append(Reply(waiter.request, error=(
+                "unavailable", "not committed in time (no leader?); retry with the same id",
+            )))
         return self._done(now, out)
 
     def _forward_again(self, now: float, out: list[Action]) -> None:
@@ -847,7 +869,9 @@ class Chat:
     def next_deadline(self) -> float | None:
         """When `tick` must run next, or None when nothing is waiting on time."""
         deadlines = [s.last_heard + self.limits.client_timeout for s in self.sessions.values()]
-        deadlines += [w.deadline for waiters in self.waiting.values() for w in waiters]
+        waiter = self._first_waiter()
+        if waiter is not None:
+            deadlines.append(waiter.deadline)
         if self._forwarded and self.leader not in (None, self.name):
             deadlines.append(next(iter(self._forwarded.values())) + self.limits.resend_interval)
         if self.gathering is not None:

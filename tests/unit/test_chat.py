@@ -964,6 +964,19 @@ def test_request_times_out_when_the_leader_does_not_commit_it_in_time() -> None:
     assert ("alice", "m1") in c.outbox  # still forwarded: a retry with the same id waits for it
 
 
+def test_only_requests_still_waiting_set_the_next_deadline_and_each_times_out_once() -> None:
+    c = make("F")  # no leader yet: nothing else waits on time
+    c.join("r1", "alice", S, 0.0)
+    c.join("r2", "bob", BOB, 1.0)
+    assert c.next_deadline() == LIMITS.request_timeout
+    refused = {"user": "alice", "id": "join-7-1", "code": "name_taken", "message": "taken"}
+    assert replies(c.receive(Result("L", 0, [refused]), 2.0)) == [Reply("r1", error=("name_taken", "taken"))]
+    assert c.next_deadline() == 1.0 + LIMITS.request_timeout  # r1 is answered: only r2 waits
+    history = advance(c, 2.0, 10.0)
+    assert [(t, a.request) for t, a in history if isinstance(a, Reply)] == [(1.0 + LIMITS.request_timeout, "r2")]
+    assert c.next_deadline() is None and c.waiting == {}
+
+
 def test_proposal_made_without_a_leader_goes_to_the_first_leader() -> None:
     c = make("F")
     c.join("r", "alice", S, 0.0)
