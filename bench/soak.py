@@ -28,7 +28,8 @@ generous: a loaded machine makes it slower, never wrong) one leader and one view
 five everywhere; the same gapless log on every daemon; every acknowledged line in it exactly
 once, each user's lines in the order sent, no line twice; every client's output a
 contiguous run of the log; nobody left present; every daemon under `RSS_BOUND_MB`; forged
-datagrams rejected and the forged term never reached. Exit status 1 on any violation.
+datagrams rejected and the forged term never reached. Throughout: no daemon exits by itself
+and no daemon's term goes back. Exit status 1 on any violation.
 """
 
 from __future__ import annotations
@@ -142,9 +143,19 @@ class Soak:
         progress(f"soak: VIOLATION: {text}")
 
     def _monitor(self) -> None:
-        """Every second: the RSS of every daemon, and any daemon that exited without a fault."""
+        """Every second: the RSS and term of every daemon, and any daemon that exited without a fault."""
+        terms: dict[int, int] = {}  # by pid: a restarted daemon may start again from term 0
         while not self._monitoring.wait(1.0):
             self.sample_rss()
+            for daemon in list(self.cluster.daemons.values()):
+                process = daemon.process
+                belief = request(daemon, "leader", timeout=0.5)
+                if belief is None or process is None or daemon.process is not process:
+                    continue  # not answering, or restarted meanwhile
+                highest = terms.get(process.pid, 0)
+                if belief["term"] < highest:
+                    self.violation(f"{daemon.name}'s term went back from {highest} to {belief['term']}")
+                terms[process.pid] = max(belief["term"], highest)
             with self._lock:  # the injector marks a daemon down before it stops it
                 for daemon in self.cluster.daemons.values():
                     if daemon.name not in self.down and daemon.process is not None \
