@@ -120,14 +120,15 @@ class Writer(threading.Thread):
             self.problems.append(f"{self.user}: dschat exited with {current.code}: {current.chat.stderr[-500:]}")
 
     def _wait_for_gate(self, current: Round | None) -> None:
-        if self.traffic.gate.is_set():
-            return
-        if current is not None:
-            deadline = time.monotonic() + PATIENCE
-            while set(current.written) - set(current.chat.own()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        self.parked.set()
-        self.traffic.gate.wait()
+        """While the gate is closed: wait until all written is logged, then say so (again and again,
+        since `Traffic.pause` clears the flag, which may be left over from the pause before)."""
+        gate = self.traffic.gate
+        deadline = time.monotonic() + PATIENCE
+        while not gate.is_set():
+            if current is None or not set(current.written) - set(current.chat.own()) \
+                    or time.monotonic() >= deadline:
+                self.parked.set()
+            gate.wait(0.05)
         self.parked.clear()
 
     def _wait_until_gone(self) -> None:
@@ -178,6 +179,8 @@ class Traffic:
     def pause(self) -> bool:
         """Stop sending and wait until every line is logged and all five logs end alike."""
         self.gate.clear()
+        for writer in self.writers:
+            writer.parked.clear()
         try:
             wait_until(lambda: all(w.parked.is_set() or not w.is_alive() for w in self.writers), PATIENCE,
                        interval=0.05, what="every client parked")
