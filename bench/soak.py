@@ -519,8 +519,9 @@ class Report:
             ["seed", self.seed],
             ["faults", f"{len(self.faults)}: " + ", ".join(f"{FAULT_NAMES[k]} {kinds[k]}" for k in FAULT_KINDS)],
             ["of which", self._details()],
-            ["forged datagrams", f"{self.forged} sent, {self.rejected} seen counted as rejected "
-                                 "(the others reached a paused daemon)"],
+            ["forged datagrams", f"{self.forged} sent into the cluster (which has a secret), {self.rejected} seen "
+                                 "counted as rejected" + (" (the rest reached a paused daemon)"
+                                                          if self.rejected < self.forged else "")],
             ["messages sent / acknowledged / delivered", f"{self.sent} / {self.acknowledged} / {self.delivered} "
                                                          f"(log: {self.entries} entries, {self.rounds} client rounds, "
                                                          f"{self.failovers} client failovers)"],
