@@ -263,12 +263,15 @@ class Service:
 
     def _apply(self, actions: list[Action]) -> None:
         status_changed = False
+        encoded: tuple[object, bytes] = (None, b"")  # the last link message and its bytes
         for action in actions:
             if isinstance(action, Send):
                 self.transport.send(self.sealer.seal(action.message) if self.sealer else wire.encode(action.message))
                 self.datagrams_sent += 1
             elif isinstance(action, Transmit):
-                self.links.send(action.to, linkwire.encode(action.message))
+                if action.message != encoded[0]:  # followers in step get the same APPEND: encode it once
+                    encoded = (action.message, linkwire.encode(action.message))
+                self.links.send(action.to, encoded[1])
             elif isinstance(action, Reply):
                 request: commands.Request = action.request
                 if action.error:
