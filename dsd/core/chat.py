@@ -679,7 +679,7 @@ class Chat:
         if not SESSION_PATTERN.match(session):
             out.append(Reply(request, error=("bad_args", "session must be 16-64 characters of A-Z a-z 0-9 _ -")))
             return out
-        current = self.presence.get(user)
+        current = self._present(user) if self.role == ACTIVE else None  # a follower's view may lag: the leader decides
         if current is not None and current["session"] != session:
             out.append(Reply(request, error=("name_taken", f"the name {user!r} is in use on {current['server']}")))
             return out

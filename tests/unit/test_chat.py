@@ -809,6 +809,18 @@ def test_join_of_a_name_held_by_another_session_is_name_taken_without_a_proposal
     assert c.last == 1 and c.outbox == {}
 
 
+def test_a_follower_forwards_a_join_its_lagging_presence_calls_taken_and_the_leader_decides() -> None:
+    c = follower_with_alice()  # F still shows alice (session S): it has not heard of her leave yet
+    out = c.join("r", "alice", S2, 1.0)
+    assert errors(out) == []
+    [(to, forward)] = transmits(out, Forward)
+    assert to == "L" and forward.proposals[0]["session"] == S2
+    leave = entry(2, kind="leave", text="", id="leave-1")
+    rejoin = join_entry(3, at=1.0, session=S2, id=forward.proposals[0]["id"])
+    out = c.receive(Append("L", 1, 1, [leave, rejoin], 3), 1.0)
+    assert replies(out) == [Reply("r", joined(3, "F"))]
+
+
 def test_join_again_with_the_same_session_is_recorded_as_rejoined() -> None:
     c = lone_leader()
     joined_alone(c)
