@@ -16,14 +16,18 @@ longer keep, and the log then continues at base + 1.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
+
+log = logging.getLogger("dsd.store")
 
 Entry = dict[str, Any]
 
@@ -33,6 +37,7 @@ FILENAME = "chat.sqlite3"
 SCHEMA_VERSION = 2  # 2: the base table and the presence at the base
 APPLICATION_ID = 0x44534443  # "DSDC" in the file header: this file is a dsd chat store
 MAX_SLACK = 1000
+CHECKPOINT_EVERY = 256  # transactions between two checkpoints of the write-ahead log
 
 _KEYS = frozenset(FIELDS)
 _COLUMNS = ", ".join(FIELDS)
@@ -259,11 +264,50 @@ class MemoryStore:
         pass
 
 
+class _Checkpointer(threading.Thread):
+    """Copies the write-ahead log into the database file, on a connection of its own.
+
+    The copy and its fsync take milliseconds; SQLite's automatic checkpoint would spend
+    them inside a commit, stalling the event loop (the sqlite3 module lets go of the GIL
+    while SQLite works, so here they do not). A PASSIVE checkpoint never blocks the writer.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(name="dsd-checkpoint", daemon=True)
+        self._path = path
+        self._due = threading.Event()
+        self._stopping = False
+
+    def run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._stopping:
+                    return
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as error:  # the next one copies what this one could not
+                    log.warning("%s: checkpoint failed: %s", self._path, error)
+        finally:
+            db.close()
+
+    def request(self) -> None:
+        self._due.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._due.set()
+        self.join()
+
+
 class SqliteStore:
     """The store in an SQLite file (WAL, synchronous=NORMAL): survives restarts.
 
     synchronous=NORMAL may lose the last transactions to a power cut, never to a crash of
-    the daemon, and a lost tail is replicated on the other daemons anyway.
+    the daemon, and a lost tail is replicated on the other daemons anyway. The WAL is
+    checkpointed by a `_Checkpointer` every CHECKPOINT_EVERY transactions, not in a commit.
     """
 
     def __init__(self, path: str, retention: int) -> None:
@@ -314,6 +358,10 @@ class SqliteStore:
         # Only now: never switch the journal of a file that turned out not to be ours.
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint = 0")
+        self._transactions = 0
+        self._checkpointer = _Checkpointer(self.path)
+        self._checkpointer.start()
 
     def _upgrade_from_1(self) -> None:
         """Add the base; the presence at it is known only if nothing was trimmed yet."""
@@ -374,6 +422,9 @@ class SqliteStore:
         except BaseException:
             self._base_seq, self._base_term, self._last, self._last_term = saved
             raise
+        self._transactions += 1
+        if self._transactions % CHECKPOINT_EVERY == 0:
+            self._checkpointer.request()
         self._keys.update(hash((entry["user"], entry["id"])) for entry in entries)
         for key in deleted:
             digest = hash(key)
@@ -435,4 +486,5 @@ class SqliteStore:
         return {join["user"]: join for join in joins}
 
     def close(self) -> None:
-        self._db.close()
+        self._checkpointer.stop()
+        self._db.close()  # the last connection: SQLite checkpoints and removes the WAL

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from dsd.store import (
+    CHECKPOINT_EVERY,
     FIELDS,
     Base,
     FILENAME,
@@ -23,6 +25,7 @@ from dsd.store import (
     open_store,
     retention_slack,
 )
+from tests.cluster import wait_until
 
 Make = Callable[..., Store]
 BIG = 10**6
@@ -685,3 +688,21 @@ def test_a_newer_schema_is_refused(path: str) -> None:
         assert db.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 3
     finally:
         db.close()
+
+
+def test_the_log_is_checkpointed_into_the_database_file_by_a_thread_that_stops_at_close(path: str) -> None:
+    store = SqliteStore(path, BIG)
+    try:
+        size = os.path.getsize(path)
+        for seq in range(1, 2 * CHECKPOINT_EVERY + 1):
+            store.append([entry(seq)])
+        wait_until(lambda: os.path.getsize(path) > size, 10, what="a checkpoint into the database file")
+    finally:
+        store.close()
+    assert not os.path.exists(path + "-wal")  # the last connection to close checkpoints it all
+    assert not any(thread.name == "dsd-checkpoint" for thread in threading.enumerate())
+    reopened = SqliteStore(path, BIG)
+    try:
+        assert reopened.last_seq() == 2 * CHECKPOINT_EVERY
+    finally:
+        reopened.close()
