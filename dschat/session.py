@@ -315,6 +315,8 @@ class Session:
                                               f"connected as {self.user} ({error.message})") from None
                 if error.code == "bad_user":
                     raise Fatal(EXIT_REFUSED, f"the daemon refuses the name {self.user!r}: {error.message}") from None
+                if error.code == "too_many_clients":  # full: another daemon may have room
+                    raise Unreachable(f"{endpoint}: {error.message}") from None
                 if error.code != "unavailable":
                     raise Fatal(EXIT_FAILED, f"{endpoint} refused chat.join: {error}") from None
                 if asyncio.get_running_loop().time() >= deadline:

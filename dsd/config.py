@@ -94,6 +94,7 @@ class ChatSettings:
     rate: float
     burst: int
     retention: int
+    max_clients: int
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,8 @@ _KEYS: tuple[_Key, ...] = (
          _int_range(1, 10**6), "an integer from 1 to 1000000"),
     _Key("chat", "retention", int, 100_000,
          _int_range(100, 10**9), "a number of entries from 100 to 1000000000"),
+    _Key("chat", "max_clients", int, 1000,
+         _int_range(1, 10**6), "a number of users from 1 to 1000000"),
     _Key("log", "level", str, "info",
          lambda v: v in _LOG_LEVELS, "one of " + ", ".join(f'"{x}"' for x in _LOG_LEVELS),
          normalize=str.lower),

@@ -57,6 +57,7 @@ class ChatLimits:
     max_message: int = 4096
     rate: float = 20.0
     burst: int = 50
+    max_clients: int = 1000
     resend_interval: float = 0.2
     request_timeout: float = 5.0
     gather_timeout: float = 2.0
@@ -684,10 +685,18 @@ class Chat:
             out.append(Reply(request, error=("name_taken", f"the name {user!r} is in use on {current['server']}")))
             return out
         waiter = Waiter(request, "join", now + self.limits.request_timeout)
+        joining = 0
         for key, proposal in self.outbox.items():
             if proposal["kind"] == "join" and proposal["user"] == user and proposal["session"] == session:
                 self._wait(key, waiter)
                 return out
+            joining += proposal["kind"] == "join" and proposal["user"] not in self.sessions
+        if user not in self.sessions and len(self.sessions) + joining >= self.limits.max_clients:
+            self.counters.proposals_refused += 1
+            out.append(Reply(request, error=(
+                "too_many_clients", f"this daemon has its limit of {self.limits.max_clients} users ([chat] max_clients); "
+                "try another daemon or later")))
+            return out
         self._propose(self._proposal("join", user, session, ""), waiter, now, out)
         return self._done(now, out)
 

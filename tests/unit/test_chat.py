@@ -821,6 +821,27 @@ def test_a_follower_forwards_a_join_its_lagging_presence_calls_taken_and_the_lea
     assert replies(out) == [Reply("r", joined(3, "F"))]
 
 
+def test_a_join_over_max_clients_is_refused_and_changes_nothing_but_a_rejoin_is_not() -> None:
+    c = lone_leader()
+    c.limits = replace(c.limits, max_clients=2)
+    for user in ("alice", "bob"):
+        assert errors(c.join("r", user, S, 0.0)) == []
+    last = c.last
+    out = c.join("r", "carol", S, 0.0)
+    assert errors(out) == ["too_many_clients"] and "max_clients" in replies(out)[0].error[1]
+    assert c.last == last and set(c.sessions) == {"alice", "bob"} and c.outbox == {}
+    assert errors(c.join("r", "alice", S, 0.0)) == []  # already here: a rejoin takes no new place
+    c.leave("r", "bob", S, 0.0)
+    assert errors(c.join("r", "carol", S, 0.0)) == []
+
+
+def test_joins_waiting_for_their_commit_count_against_max_clients() -> None:
+    c = follower()
+    c.limits = replace(c.limits, max_clients=1)
+    assert errors(c.join("r1", "alice", S, 0.0)) == []  # forwarded, not committed yet
+    assert errors(c.join("r2", "bob", S, 0.0)) == ["too_many_clients"]
+
+
 def test_join_again_with_the_same_session_is_recorded_as_rejoined() -> None:
     c = lone_leader()
     joined_alone(c)

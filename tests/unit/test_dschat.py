@@ -483,6 +483,14 @@ def test_a_lost_reply_is_retried_with_the_same_id_and_recorded_once(chat, dschat
     assert chat.messages() == ["once"]
 
 
+def test_a_full_daemon_is_passed_over_for_the_next_endpoint(chat, dschat):
+    chat.call(lambda: chat.daemons["h1"].always.update({"chat.join": "too_many_clients"}))
+    client = dschat(*ep(chat, "h1", "h2"), *PATIENT, "--json", "alice")
+    client.write("on h2")
+    assert client.finish() == EXIT_OK, client.err
+    assert chat.messages() == ["on h2"] and chat.requests("h2", "chat.join")
+
+
 def test_lines_never_acknowledged_are_named_after_the_wait(chat, dschat):
     chat.call(lambda: chat.daemons["h1"].always.update({"chat.send": "unavailable"}))
     client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "--wait", "1", "alice")

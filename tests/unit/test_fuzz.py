@@ -832,6 +832,7 @@ GOOD: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("chat", "rate"): st.floats(min_value=0, max_value=1e6, exclude_min=True) | st.integers(1, 10**6) | st.just(10**6),
     ("chat", "burst"): st.integers(1, 10**6) | st.sampled_from([1, 10**6]),
     ("chat", "retention"): st.integers(100, 10**9) | st.sampled_from([100, 10**9]),
+    ("chat", "max_clients"): st.integers(1, 10**6) | st.sampled_from([1, 10**6]),
     ("log", "level"): st.sampled_from(["debug", "info", "warning", "error"]).flatmap(
         lambda level: st.sampled_from([level, level.upper(), level.title()])),
 }
