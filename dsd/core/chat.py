@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ FOLLOWING, GATHERING, FETCHING, ACTIVE = "following", "gathering", "fetching", "
 WINDOW = 4 * MAX_BATCH  # entries in flight to one follower
 MAX_TAIL = 20_000  # uncommitted entries before the leader refuses new proposals
 MAX_EARLY = 64  # messages of a term this node has not heard of yet, kept for when it does
+MAX_REPLY_BYTES = 256 * 1024  # of entry text per history/since reply: a client pages on
+ENTRY_OVERHEAD = 200  # bytes of an entry's JSON besides its text, roughly
 Key = tuple[str, str]  # (user, id)
 
 
@@ -113,6 +116,19 @@ class Gathering:
     sent: float = 0.0
     best: str | None = None
     fetched: list[Entry] = field(default_factory=list)
+
+
+def _fitting_reply(entries: Iterable[Entry]) -> list[Entry]:
+    """The leading `entries` that fit MAX_REPLY_BYTES (at least one): a reply a client never
+    reads stays queued in the daemon, so its size is what bounds that memory."""
+    fitting: list[Entry] = []
+    size = 0
+    for entry in entries:
+        size += len(entry["text"].encode()) + ENTRY_OVERHEAD
+        if fitting and size > MAX_REPLY_BYTES:
+            break
+        fitting.append(entry)
+    return fitting
 
 
 def public(entry: Entry) -> dict[str, Any]:
@@ -893,11 +909,14 @@ class Chat:
     # ------------------------------------------------------------- queries
 
     def history(self, limit: int) -> dict[str, Any]:
-        return {"entries": [public(e) for e in self.store.latest(limit)], "last_seq": self.commit}
+        """The newest `limit` entries, fewer if they would exceed MAX_REPLY_BYTES."""
+        newest_first = _fitting_reply(reversed(self.store.latest(limit)))
+        return {"entries": [public(e) for e in reversed(newest_first)], "last_seq": self.commit}
 
     def since(self, seq: int, limit: int) -> dict[str, Any]:
-        """Entries after `seq`; `first_seq` > seq + 1 says the ones between were trimmed here."""
-        entries = [public(e) for e in self.store.read(seq, limit)]
+        """Entries after `seq` (fewer than `limit` past MAX_REPLY_BYTES: the client asks again);
+        `first_seq` > seq + 1 says the ones between were trimmed here."""
+        entries = [public(e) for e in _fitting_reply(self.store.read(seq, limit))]
         return {"entries": entries, "last_seq": self.commit, "first_seq": self.store.first_seq()}
 
     def who(self) -> list[dict[str, Any]]:

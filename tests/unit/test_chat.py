@@ -1182,6 +1182,24 @@ def test_history_since_and_who() -> None:
                        {"user": "bob", "server": "L", "since": EPOCH + 0.5}]
 
 
+def test_history_and_since_replies_stop_at_max_reply_bytes_and_since_pages_on() -> None:
+    c = lone_leader()
+    c.limits = replace(c.limits, max_message=65536, rate=1e6, burst=10**6)
+    joined_alone(c)
+    big = "x" * 60_000
+    for i in range(10):
+        c.send(f"r{i}", "alice", S, f"m{i}", big, 1.0)
+    per_reply = chat_module.MAX_REPLY_BYTES // (60_000 + chat_module.ENTRY_OVERHEAD)
+    first = c.since(1, 1000)["entries"]
+    assert len(first) == per_reply and [e["seq"] for e in first] == list(range(2, 2 + per_reply))
+    rest = c.since(first[-1]["seq"], 1000)["entries"]
+    assert rest[0]["seq"] == first[-1]["seq"] + 1
+    newest = c.history(1000)["entries"]
+    assert len(newest) == per_reply and newest[-1]["seq"] == 11  # the newest ones, oldest first
+    c.send("r", "alice", S, "huge", "y" * 65536, 2.0)
+    assert [e["id"] for e in c.since(11, 10)["entries"]] == ["huge"]  # one entry always fits
+
+
 def test_queries_show_only_committed_entries() -> None:
     c = leader_with_alice()
     c.send("r", "alice", S, "m1", "hi", 1.0)
