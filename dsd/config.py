@@ -95,6 +95,7 @@ class ChatSettings:
     burst: int
     retention: int
     max_clients: int
+    cluster_size: int
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,8 @@ _KEYS: tuple[_Key, ...] = (
          _int_range(100, 10**9), "a number of entries from 100 to 1000000000"),
     _Key("chat", "max_clients", int, 1000,
          _int_range(1, 10**6), "a number of users from 1 to 1000000"),
+    _Key("chat", "cluster_size", int, 0,
+         _int_range(0, 1000), "0 (no quorum) or the number of daemons in the cluster, at most 1000"),
     _Key("log", "level", str, "info",
          lambda v: v in _LOG_LEVELS, "one of " + ", ".join(f'"{x}"' for x in _LOG_LEVELS),
          normalize=str.lower),

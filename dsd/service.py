@@ -43,7 +43,7 @@ def chat_limits_of(settings: Settings) -> ChatLimits:
     c, t = settings.chat, settings.timing
     return ChatLimits(
         client_timeout=c.client_timeout, max_message=c.max_message, rate=c.rate, burst=c.burst,
-        max_clients=c.max_clients,
+        max_clients=c.max_clients, cluster_size=c.cluster_size,
         resend_interval=t.heartbeat_interval, request_timeout=max(5.0, 3 * t.failure_timeout),
         gather_timeout=2 * t.failure_timeout,
     )

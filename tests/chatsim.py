@@ -80,6 +80,7 @@ class ChatSim:
         self._order = itertools.count()
         self._link_free: dict[tuple[str, str], float] = {}  # FIFO: next arrival no earlier than this
         self._incarnations = itertools.count(1)
+        self.groups: list[frozenset[str]] | None = None  # a partition: links only within a group
         for name in names:
             store = SimStore(retention)
             self.daemons[name] = SimDaemon(self._chat(name, store), store)
@@ -95,14 +96,35 @@ class ChatSim:
     def live(self) -> list[str]:
         return sorted(name for name, d in self.daemons.items() if d.alive)
 
-    def change_view(self) -> None:
-        """Tell every live daemon: the highest live name leads in a new term."""
-        live = self.live()
-        self.term += 1
-        leader = live[-1] if live else None
-        for name in live:
-            peers = frozenset(n for n in live if n != name)
-            self._apply(name, self.daemons[name].chat.set_view(leader, self.term, peers, self.now))
+    def change_view(self, keep: tuple[str, int] | None = None) -> None:
+        """Tell every live daemon: the highest live name of its side leads in a new term.
+
+        Each side of a partition elects on its own (split brain), each in a term of its own,
+        except the side of `keep` (leader, term), which goes on under that leader."""
+        for group in self.groups or [frozenset(self.daemons)]:
+            live = [name for name in self.live() if name in group]
+            if keep is not None and keep[0] in live:
+                leader, term = keep
+            else:
+                self.term += 1
+                leader, term = (live[-1] if live else None), self.term
+            for name in live:
+                peers = frozenset(n for n in live if n != name)
+                self._apply(name, self.daemons[name].chat.set_view(leader, term, peers, self.now))
+
+    def partition(self, *groups: set[str]) -> None:
+        """Cut the links between `groups` (together: every daemon). The leader's side keeps it
+        (it only sees peers go, as the bully leader does); every other side elects at once."""
+        leader = self.live()[-1]
+        self.groups = [frozenset(group) for group in groups]
+        self.change_view(keep=(leader, self.daemons[leader].chat.term))
+
+    def heal(self) -> None:
+        self.groups = None
+        self.change_view()
+
+    def _linked(self, source: str, to: str) -> bool:
+        return self.groups is None or any(source in group and to in group for group in self.groups)
 
     def crash(self, name: str, detect: bool = True) -> None:
         self.daemons[name].alive = False
@@ -178,9 +200,9 @@ class ChatSim:
                 if kind == "call":
                     payload()
                 else:
-                    to, data = payload
+                    source, to, data = payload
                     daemon = self.daemons.get(to)
-                    if daemon is not None and daemon.alive:
+                    if daemon is not None and daemon.alive and self._linked(source, to):
                         self._apply(to, daemon.chat.receive(linkwire.decode(data), self.now))
             else:
                 for name in self.live():
@@ -221,11 +243,11 @@ class ChatSim:
                         client.refused[ids[1]] = action.error[0]
 
     def _transmit(self, source: str, to: str, data: bytes) -> None:
-        if self.loss and self.random.random() < self.loss:
+        if (self.loss and self.random.random() < self.loss) or not self._linked(source, to):
             return
         arrival = max(self.now + self.random.uniform(*self.delay), self._link_free.get((source, to), 0.0))
         self._link_free[(source, to)] = arrival
-        heapq.heappush(self._heap, (arrival, next(self._order), "link", (to, data)))
+        heapq.heappush(self._heap, (arrival, next(self._order), "link", (source, to, data)))
 
     # ------------------------------------------------------------ invariants
 

@@ -61,9 +61,15 @@ class ChatLimits:
     rate: float = 20.0
     burst: int = 50
     max_clients: int = 1000
+    cluster_size: int = 0  # [chat] cluster_size: 0 = no quorum
     resend_interval: float = 0.2
     request_timeout: float = 5.0
     gather_timeout: float = 2.0
+
+    @property
+    def quorum(self) -> int:
+        """Daemons that must hold an entry to commit it, and answer a new leader; 0: no quorum."""
+        return self.cluster_size // 2 + 1 if self.cluster_size else 0
 
 
 @dataclass
@@ -116,6 +122,7 @@ class Gathering:
     sent: float = 0.0
     best: str | None = None
     fetched: list[Entry] = field(default_factory=list)
+    short_of_quorum: bool = False  # said so in the log already
 
 
 def _fitting_reply(entries: Iterable[Entry]) -> list[Entry]:
@@ -211,6 +218,9 @@ class Chat:
         """The membership changed: the leader, its term, or the set of live peers."""
         out: list[Action] = []
         gone = self.peers - peers
+        if self.limits.cluster_size and len(peers) + 1 > self.limits.cluster_size >= len(self.peers) + 1:
+            out.append(Log("warning", f"chat: {len(peers) + 1} daemons in the view, more than [chat] cluster_size "
+                                      f"= {self.limits.cluster_size}: two sides of a partition could both commit"))
         self.peers = peers
         if (leader, term) != (self.leader, self.term):
             self.term = max(self.term, term)
@@ -265,6 +275,15 @@ class Chat:
         gathering = self.gathering
         assert gathering is not None
         if not force and not self.peers <= set(gathering.statuses):
+            return
+        quorum = self.limits.quorum
+        if quorum and len(gathering.statuses.keys() & self.peers) + 1 < quorum:
+            # A minority must not sequence: the majority may be committing without it.
+            if not gathering.short_of_quorum:
+                gathering.short_of_quorum = True
+                out.append(Log("warning", f"chat: {len(self.peers) + 1} daemons reachable, quorum is {quorum}: "
+                                          "not taking messages until more are back"))
+            gathering.started = now
             return
         if force:
             silent = ", ".join(sorted(self.peers - set(gathering.statuses)))
@@ -428,8 +447,17 @@ class Chat:
         return follower.match < self.last or follower.commit < self.commit
 
     def _advance_commit(self, now: float, out: list[Action]) -> None:
-        """Committed = held by the leader and at least one follower (by the leader alone if alone)."""
-        held = max((f.match for f in self.followers.values()), default=self.last)
+        """Committed = held by `quorum` daemons, the leader included; without a quorum, by the
+        leader and at least one follower (by the leader alone if alone)."""
+        matches = sorted((f.match for f in self.followers.values()), reverse=True)
+        if not self.limits.quorum:
+            held = matches[0] if matches else self.last
+        elif self.limits.quorum <= 1:
+            held = self.last
+        elif len(matches) >= self.limits.quorum - 1:
+            held = matches[self.limits.quorum - 2]
+        else:
+            return
         self._commit_to(min(held, self.last), now, out)
 
     # ----------------------------------------------------------------- batching
@@ -578,7 +606,10 @@ class Chat:
         if message.entries:
             self.matched = max(self.matched, message.entries[-1]["seq"])
         committed = self.commit
-        self._commit_to(self.matched, now, out)  # held by the leader and by this follower: committed
+        if self.limits.quorum > 2:  # the leader and this follower are not enough: wait for its word
+            self._commit_to(min(message.commit, self.matched), now, out)
+        else:  # held by the leader and by this follower: committed
+            self._commit_to(self.matched, now, out)
         if message.entries or self.commit > committed:
             self._ack_due = message.src
 

@@ -6,9 +6,11 @@ exactly once, and every acknowledged send is among them (DESIGN.md section 3).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from tests.chatsim import ChatSim
+from tests.chatsim import LIMITS, ChatSim
 
 SEEDS = range(12)
 
@@ -239,3 +241,57 @@ def test_lossy_links_crashes_and_restarts_with_a_small_retention(seed: int) -> N
             sim.fail_over(user, "a")
     settle(sim, within=10.0)
     assert len(sim.live()) == 4 and sim.daemons["c"].store.installed and sim.daemons["d"].store.installed
+
+
+QUORUM_OF_5 = replace(LIMITS, cluster_size=5)
+
+
+def partition_under_traffic(sim: ChatSim, sides: list[set[str]], steps: int = 40) -> None:
+    """Traffic from a user on every daemon, the cut in the middle of it, then the heal."""
+    users = {f"u{name}": name for name in sim.daemons}
+    joined(sim, users)
+    for step in range(steps):
+        for user in users:
+            sim.send(user, f"{user} {step}")
+        if step == steps // 4:
+            sim.partition(*sides)
+        sim.run_for(sim.random.uniform(0.005, 0.03))
+    sim.heal()
+    settle(sim, within=10.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("sides", [
+    [{"c", "d", "e"}, {"a", "b"}],  # the leader e stays with the majority; the minority elects b
+    [{"a", "b", "c"}, {"d", "e"}],  # the leader e is cut off with d; the majority elects c
+    [{"a", "b", "c", "d"}, {"e"}],  # the leader alone
+])
+def test_with_a_quorum_a_partition_never_splits_the_log(seed: int, sides: list[set[str]]) -> None:
+    sim = ChatSim(["a", "b", "c", "d", "e"], seed=seed, loss=0.02, limits=QUORUM_OF_5)
+    partition_under_traffic(sim, sides)  # settle() checks one order and every ack in every log
+    assert len(sim.live()) == 5
+    acked = sum(len(client.acked) for client in sim.clients.values())
+    assert acked > 100, "the majority side kept taking messages"
+
+
+def test_without_a_quorum_the_same_partition_splits_the_log() -> None:
+    """The scenario above is sharp enough to see split brain: the default (no quorum) diverges."""
+    sim = ChatSim(["a", "b", "c", "d", "e"], seed=1)
+    with pytest.raises(AssertionError, match="disagrees|acknowledged"):
+        partition_under_traffic(sim, [{"c", "d", "e"}, {"a", "b"}])
+
+
+def test_with_a_quorum_the_minority_side_commits_nothing_until_the_heal() -> None:
+    sim = ChatSim(["a", "b", "c", "d", "e"], seed=3, limits=QUORUM_OF_5)
+    joined(sim, {"ua": "a", "ue": "e"})
+    sim.partition({"c", "d", "e"}, {"a", "b"})
+    sim.run_for(0.5)
+    before = {name: sim.daemons[name].chat.commit for name in ("a", "b")}
+    sim.send("ua", "on the minority side")
+    sim.send("ue", "on the majority side")
+    sim.run_for(0.5)
+    assert {name: sim.daemons[name].chat.commit for name in ("a", "b")} == before
+    assert sim.clients["ue"].acked and not sim.clients["ua"].acked
+    sim.heal()
+    settle(sim)
+    assert sim.clients["ua"].acked, "the minority's message is committed once the partition heals"

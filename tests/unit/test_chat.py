@@ -1300,3 +1300,27 @@ def test_stale_timeout_from_a_previous_server_does_not_remove_a_rejoined_user() 
     c.receive(Forward("A", 1, [stale]), 1.5)
     c.receive(Ack("A", 1, 3, 2, 0), 1.5)
     assert c.who() == [{"user": "alice", "server": "L", "since": EPOCH + 1.0}]
+
+
+def test_quorum_is_a_majority_of_cluster_size_and_none_without_it() -> None:
+    assert [replace(LIMITS, cluster_size=n).quorum for n in (0, 1, 2, 3, 4, 5)] == [0, 1, 2, 2, 3, 3]
+
+
+def test_a_view_larger_than_cluster_size_is_warned_about_once() -> None:
+    c = make("L", limits=replace(LIMITS, cluster_size=3))
+    out = c.set_view("L", 1, frozenset({"a", "b"}), 0.0)
+    assert not [a for a in out if isinstance(a, Log) and "cluster_size" in a.text]
+    out = c.set_view("L", 1, frozenset({"a", "b", "c"}), 0.0)
+    assert [a.level for a in out if isinstance(a, Log) and "more than [chat] cluster_size = 3" in a.text] == ["warning"]
+    out = c.set_view("L", 1, frozenset({"a", "b", "d"}), 0.0)
+    assert not [a for a in out if isinstance(a, Log) and "cluster_size" in a.text]
+
+
+def test_with_a_quorum_of_3_a_leader_with_one_follower_commits_nothing() -> None:
+    c = make("L", limits=replace(LIMITS, cluster_size=5))
+    c.start(0.0)
+    c.set_view("L", 1, frozenset({"F"}), 0.0)
+    c.receive(Status("F", 1, 0, 0, 0), 0.0)
+    assert c.role == GATHERING, "one peer and the leader are 2 of 5: no view change"
+    assert errors(c.join("r", "alice", S, 0.0)) == []
+    assert c.commit == 0 and c.last == 0

@@ -833,6 +833,7 @@ GOOD: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("chat", "burst"): st.integers(1, 10**6) | st.sampled_from([1, 10**6]),
     ("chat", "retention"): st.integers(100, 10**9) | st.sampled_from([100, 10**9]),
     ("chat", "max_clients"): st.integers(1, 10**6) | st.sampled_from([1, 10**6]),
+    ("chat", "cluster_size"): st.integers(0, 1000) | st.sampled_from([0, 1000]),
     ("log", "level"): st.sampled_from(["debug", "info", "warning", "error"]).flatmap(
         lambda level: st.sampled_from([level, level.upper(), level.title()])),
 }
