@@ -22,8 +22,8 @@ time at any subscriber.
    CPU of every process over the window, from /proc.
 3. Latency at 1,000 msg/s offered: a paced sender on h1 (its daemon a follower), a receiver
    subscribed to n2's feed (another follower): send -> delivery on n2's feed, p50/p99/max.
-   The path: h1's daemon forwards to the leader n3, which replicates to n1 and n2, commits on
-   the first ack and tells the followers with its next APPEND; n2 then publishes.
+   The path: h1's daemon forwards to the leader n3, which replicates to n1 and n2; a follower
+   commits what it holds of the leader's log at once, so n2 publishes on the APPEND's arrival.
 4. Failover: a client on h1 sends steadily (200 msg/s); `kill -9` of the leader n3; the time
    from the kill to the first message *sent after the kill* delivered on every survivor's
    feed (arrival times taken by this process as it reads the feeds). Split: kill -> the last
@@ -993,9 +993,9 @@ BUCKETS = [  # (label, test on one frame "function (file:line)"); frames are tri
     (IDLE, lambda f: "EpollSelector.select" in f),
     ("ZeroMQ send (each one wakes libzmq's I/O thread)",
      lambda f: "zmq/" in f and ("send" in f.split(" (")[0].lower())),
-    ("ZeroMQ receive + zmq.asyncio futures", lambda f: "zmq/" in f),
+    ("ZeroMQ receive", lambda f: "zmq/" in f),
     ("SQLite store (a transaction per commit)", lambda f: "dsd/store.py" in f),
-    ("link encode (dataclasses.asdict + json.dumps)", lambda f: f.startswith("encode (dsd/linkwire.py")),
+    ("link encode (json.dumps)", lambda f: f.startswith("encode (dsd/linkwire.py")),
     ("link decode (json.loads + validation)", lambda f: "dsd/linkwire.py" in f),
     ("feed publish (JSON of each entry)", lambda f: "Feed.publish" in f),
     ("control requests (parse, dispatch, reply)", lambda f: "dsd/commands.py" in f or "ControlServer" in f),
@@ -1049,7 +1049,7 @@ CPROFILE_CATEGORIES = [  # (label, substrings of `_where`); the first match wins
     (IDLE, ("poll of select.epoll",)),
     (STARTUP, ("importlib", "builtins.compile", "builtins.exec", "_imp.", "marshal.", "BufferedReader", "<frozen")),
     ("SQLite store (a transaction per commit)", ("sqlite3", "dsd/store.py")),
-    ("ZeroMQ send/receive + zmq.asyncio futures", ("zmq/",)),
+    ("ZeroMQ send/receive", ("zmq/",)),
     ("JSON encode/decode", ("json/",)),
     ("link encode: dataclasses.asdict (deep copies)", ("dataclasses.py", "copy.py")),
     ("link decode: validation (dsd/linkwire.py)", ("dsd/linkwire.py",)),
@@ -1379,7 +1379,7 @@ def report(args, command, note, base, tp, swept, lat, lat_sender, fo, fo_sender,
         ])
     lines += [
         "**End-to-end latency** — paced sender on h1 (its daemon n1 is a follower: n1 forwards to the leader n3, "
-        "n3 replicates to n1 and n2, commits on the first ack, tells n2 with its next APPEND, n2 publishes), "
+        "n3 replicates to n1 and n2, n2 commits and publishes on the APPEND's arrival), "
         f"receiver on n2's feed on h2; {lat[0].rate:g} msg/s first, then {lat[-1].rate:,.0f} msg/s:",
         "",
         table(["path", "offered msg/s", "messages", "p50", "p99", "max", "send → reply p50 / p99", "goal",
@@ -1387,8 +1387,8 @@ def report(args, command, note, base, tp, swept, lat, lat_sender, fo, fo_sender,
         "",
         "Split of send → delivered on n2's feed, from each entry's `time` (the leader's clock when it sequenced "
         "it; one clock for all): *to the leader* = the client's request to n1, n1's FORWARD, n3 sequencing it; "
-        "*leader → n2's feed* = APPEND to the followers, their ACKs, the commit, n3 telling n2, n2 publishing, "
-        "the subscriber reading it.",
+        "*leader → n2's feed* = n3's APPEND to n2, n2 storing and publishing the entry, the subscriber "
+        "reading it.",
         "",
         table(["offered msg/s", "send → sequenced at the leader p50 / p99", "leader → n2's feed p50 / p99"], [
             [f"{one.rate:,.0f}", f"{us(percentile(one.sequenced, 0.5))} / {us(percentile(one.sequenced, 0.99))}",
