@@ -10,6 +10,7 @@ The cluster's leader (from `dsd.core.node`) is the sequencer. Every daemon plays
   once, without waiting to hear the leader's commit point: the leader and it hold those
   entries, which is the commit rule below, and a new leader adopts them from it. That
   saves the ACK and the leader's next APPEND on the way to its feed and to its clients.
+  With a quorum of more than two ([chat] cluster_size), it waits for the leader's word.
 - *leader*: first gathers every survivor's STATUS and adopts the most advanced log
   (highest last term, then highest seq: Viewstamped Replication's view change), then
   sequences proposals, replicates them and commits an entry once one follower holds it
