@@ -353,6 +353,8 @@ class Service:
             "link_messages_dropped": self.links.dropped,
             "link_clients_refused": self.links.refused,
             "link_messages_rejected": self.link_messages_rejected + self.chat.counters.link_messages_ignored,
+            "chat_role": self.chat.role,
+            "chat_quorum": self.chat.limits.quorum,
             "chat_last_seq": self.chat.commit,
             "chat_entries_sequenced": self.chat.counters.entries_sequenced,
             "chat_entries_committed": self.chat.counters.entries_committed,

@@ -600,3 +600,26 @@ def test_daemon_back_after_more_than_retention_entries_catches_up_from_a_snapsho
         assert caught_up["entries"] == theirs
         assert who(b) == who(c) == [{"user": "ida", "server": "a", "since": who(c)[0]["since"]}]
         assert f"installed a snapshot from c at seq {first - 1}" in b.logs()
+
+
+def test_with_cluster_size_a_lone_leader_takes_no_message_until_a_majority_is_back(make_cluster):
+    cluster = make_cluster(3)
+    settings = {"chat": {**CHAT, "cluster_size": 3}}
+    c = cluster.add("c", priority=300, **settings)
+
+    def chat_role() -> str | None:
+        stats = c.try_request("stats")
+        return stats["chat_role"] if stats else None
+    wait_until(lambda: chat_role() == "gathering", 15, what="c leading alone, short of quorum")
+    assert request(c, "stats")["chat_quorum"] == 2
+    session = "s" * 16
+    with pytest.raises(DaemonError, match="unavailable"):
+        with ControlClient(c.endpoint, timeout=15.0, retries=1) as client:
+            client.request("chat.join", user="alice", session=session)
+    assert request(c, "stats")["chat_last_seq"] == 0, "a minority of one committed nothing"
+    cluster.add("b", priority=200, **settings)
+    wait_until(lambda: chat_role() == "active", 15, what="c active once b is back")
+    joined = request(c, "chat.join", user="alice", session=session)
+    # The join that timed out waited in c's queue and committed first, once b was back.
+    assert [(e["user"], e["text"]) for e in agreed_log(cluster)] == [("alice", ""), ("alice", "rejoined")]
+    assert joined["seq"] == 2
