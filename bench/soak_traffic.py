@@ -134,10 +134,9 @@ class Writer(threading.Thread):
     def _wait_until_gone(self) -> None:
         """Until every daemon answers and none lists this user any more.
 
-        A daemon checks a join against the presence it has committed, so one that is behind
-        (just restarted, say) refuses as name_taken a user whose leave it has not caught up
-        with, and dschat gives up (exit 4). Starting the next round only once all five have
-        the leave keeps that known limitation out of the verdict.
+        A round whose leave was lost (its daemon killed as it left) leaves the user present
+        until [chat] client_timeout; a new round in the meantime would rightly be refused as
+        name_taken (dschat exit 4), which is not what the soak is judging.
         """
         def gone() -> bool:
             if self.traffic.stopping.is_set():
