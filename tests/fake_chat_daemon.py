@@ -39,18 +39,6 @@ SPECIAL = ("drop", "lose_reply", "crash_before", "crash_after")
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], timeout: float, what: str = "") -> T:
-    """Poll `condition` until it returns something truthy; AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(0.01)
-
-
 class Refused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -20,7 +20,8 @@ from dschat import render
 from dschat.cli import Action, main, parse_input
 from dschat.session import feed_address
 from dschat.state import ChatState
-from tests.fake_chat_daemon import FakeChat, wait_until
+from tests.cluster import wait_until
+from tests.fake_chat_daemon import FakeChat
 
 ROOT = Path(__file__).resolve().parents[2]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -354,9 +355,9 @@ def test_piped_json_sends_every_line_and_prints_what_is_delivered(chat, dschat):
     chat.post("bob", "before")
     client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "alice")
     client.write("hello", "", "world")  # the empty line is skipped, not sent
-    wait_until(lambda: client.shown("world"), WAIT, "alice's lines on her stdout")
+    wait_until(lambda: client.shown("world"), WAIT, what="alice's lines on her stdout")
     chat.post("bob", "hi alice")
-    wait_until(lambda: client.shown("hi alice"), WAIT, "bob's line on alice's stdout")
+    wait_until(lambda: client.shown("hi alice"), WAIT, what="bob's line on alice's stdout")
     assert client.finish() == EXIT_OK, client.err
     entries = assert_one_stream(client, chat)
     assert all(list(e) == list(render.JSON_KEYS) for e in entries)
@@ -373,7 +374,7 @@ def test_history_shows_the_last_n_entries_then_the_feed(chat, dschat):
         chat.post("bob", f"old {n}")
     client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "--history", "2", "alice")
     client.write("new")
-    wait_until(lambda: client.shown("new"), WAIT, "alice's line")
+    wait_until(lambda: client.shown("new"), WAIT, what="alice's line")
     assert client.finish() == EXIT_OK, client.err
     # The last 2 at the time of the history request: the join is already one of them.
     assert [(e["kind"], e["text"]) for e in assert_one_stream(client, chat)] == [
@@ -399,10 +400,10 @@ def test_text_output_for_people(chat, dschat):
 def test_an_entry_the_feed_skips_is_fetched_with_since(chat, dschat):
     client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "alice")
     client.write("first")
-    wait_until(lambda: client.shown("first"), WAIT, "alice's first line")
+    wait_until(lambda: client.shown("first"), WAIT, what="alice's first line")
     chat.post("bob", "lost on the feed", unpublished_by=("h1",))
     chat.post("bob", "published")
-    wait_until(lambda: client.shown("published"), WAIT, "bob's second line")
+    wait_until(lambda: client.shown("published"), WAIT, what="bob's second line")
     assert client.finish() == EXIT_OK, client.err
     assert [e["text"] for e in assert_one_stream(client, chat)][-4:-1] == ["first", "lost on the feed", "published"]
     assert chat.requests("h1", "chat.since")
@@ -411,11 +412,11 @@ def test_an_entry_the_feed_skips_is_fetched_with_since(chat, dschat):
 def test_entries_trimmed_before_a_since_fetch_are_skipped_with_a_notice(chat, dschat):
     client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "alice")
     client.write("first")
-    wait_until(lambda: client.shown("first"), WAIT, "alice's first line")
+    wait_until(lambda: client.shown("first"), WAIT, what="alice's first line")
     gone = [chat.post("bob", f"trimmed {n}", unpublished_by=("h1",)) for n in range(3)]
     chat.trim(gone[-1] + 1)
     chat.post("bob", "kept")
-    wait_until(lambda: client.shown("kept"), WAIT, "the entry after the trimmed ones")
+    wait_until(lambda: client.shown("kept"), WAIT, what="the entry after the trimmed ones")
     assert client.finish() == EXIT_OK, client.err
     texts = [e["text"] for e in client.entries()]
     assert "kept" in texts and not any(text.startswith("trimmed") for text in texts)
@@ -425,7 +426,7 @@ def test_entries_trimmed_before_a_since_fetch_are_skipped_with_a_notice(chat, ds
 def test_a_name_in_use_is_refused_with_exit_4(chat, dschat):
     alice = dschat(*ep(chat, "h1"), *PATIENT, "--json", "alice")
     alice.write("here")
-    wait_until(lambda: alice.shown("here"), WAIT, "the first alice")
+    wait_until(lambda: alice.shown("here"), WAIT, what="the first alice")
     second = dschat(*ep(chat, "h2"), *PATIENT, "--json", "alice")
     assert second.finish() == EXIT_REFUSED
     assert second.out == []
@@ -503,7 +504,7 @@ def test_lines_never_acknowledged_are_named_after_the_wait(chat, dschat):
 
 def test_a_silent_daemon_is_given_up_after_the_failover_time(chat, dschat):
     client = dschat(*ep(chat, "h1"), *FAST, "--failover", "1", "--json", "alice")
-    wait_until(lambda: client.entries(), WAIT, "the join")
+    wait_until(lambda: client.entries(), WAIT, what="the join")
     chat.call(lambda: setattr(chat.daemons["h1"], "frozen", True))
     client.write("into the void")
     assert client.finish() == EXIT_UNREACHABLE
@@ -514,7 +515,7 @@ def test_a_silent_daemon_is_given_up_after_the_failover_time(chat, dschat):
 
 def test_one_endpoint_is_retried_until_it_answers_again(chat, dschat):
     client = dschat(*ep(chat, "h1"), *FAST, "--json", "alice")
-    wait_until(lambda: client.entries(), WAIT, "the join")
+    wait_until(lambda: client.entries(), WAIT, what="the join")
     h1 = chat.daemons["h1"]
 
     def freeze() -> tuple[int, int]:
@@ -526,10 +527,10 @@ def test_one_endpoint_is_retried_until_it_answers_again(chat, dschat):
     client.write("patience")
     # Lost (3 silent tries of the send), then it asks the same daemon for info again: it
     # is unfrozen only once it has asked in vain, so it must have retried to get through.
-    wait_until(lambda: any(f"lost {h1.endpoint}" in line for line in client.err), WAIT, "the daemon lost")
-    wait_until(lambda: len(chat.requests("h1", "info")) > infos, WAIT, "a reconnection attempt")
+    wait_until(lambda: any(f"lost {h1.endpoint}" in line for line in client.err), WAIT, what="the daemon lost")
+    wait_until(lambda: len(chat.requests("h1", "info")) > infos, WAIT, what="a reconnection attempt")
     chat.call(lambda: setattr(h1, "frozen", False))
-    wait_until(lambda: client.shown("patience"), WAIT, "the line, once the daemon answers")
+    wait_until(lambda: client.shown("patience"), WAIT, what="the line, once the daemon answers")
     assert client.finish() == EXIT_OK, client.err
     assert chat.messages() == ["patience"]
     assert any(f"connected to h1 at {h1.endpoint}" in line for line in client.err), client.err
@@ -543,14 +544,14 @@ def test_failover_to_the_next_daemon_resumes_without_gap_or_duplicate(chat, dsch
     """h1 dies while handling line 3: before recording it, or after (its reply never comes)."""
     client = dschat(*ep(chat, "h1", "h2"), *FAST, "--json", "alice")
     client.write("one", "two")
-    wait_until(lambda: client.shown("two"), WAIT, "the first lines")
+    wait_until(lambda: client.shown("two"), WAIT, what="the first lines")
     # For "three" only: "two" may yet be sent again if its reply was slow.
     chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send three": [crash]}))
     client.write("three")
-    wait_until(lambda: chat.call(lambda: chat.daemons["h1"].closed), WAIT, "h1 to crash")
+    wait_until(lambda: chat.call(lambda: chat.daemons["h1"].closed), WAIT, what="h1 to crash")
     chat.post("bob", "while alice was away")  # published by h2 only: alice must fetch it
     client.write("four", "five")
-    wait_until(lambda: client.shown("five"), WAIT, "the lines after the failover")
+    wait_until(lambda: client.shown("five"), WAIT, what="the lines after the failover")
     assert client.finish() == EXIT_OK, client.err
 
     # Recorded before the crash, or re-sent after bob's line went in.
@@ -571,11 +572,11 @@ def test_failover_to_the_next_daemon_resumes_without_gap_or_duplicate(chat, dsch
 
 def test_heartbeats_reveal_a_lost_tail_and_a_dead_daemon_while_idle(chat, dschat):
     client = dschat(*ep(chat, "h1", "h2"), *FAST, "--heartbeat", "0.2", "--json", "alice")
-    wait_until(lambda: client.entries(), WAIT, "the join")
+    wait_until(lambda: client.entries(), WAIT, what="the join")
     chat.post("bob", "the last word", unpublished_by=("h1",))  # nothing after it reveals the gap
-    wait_until(lambda: client.shown("the last word"), WAIT, "the heartbeat's last_seq to fetch it")
+    wait_until(lambda: client.shown("the last word"), WAIT, what="the heartbeat's last_seq to fetch it")
     chat.call(chat.daemons["h1"].close)
-    wait_until(lambda: any("connected to h2" in line for line in client.err), WAIT, "an idle failover")
+    wait_until(lambda: any("connected to h2" in line for line in client.err), WAIT, what="an idle failover")
     client.write("still here")
     assert client.finish() == EXIT_OK, client.err
     assert [e["text"] for e in without_repeated_joins(assert_one_stream(client, chat))] == [
@@ -584,14 +585,14 @@ def test_heartbeats_reveal_a_lost_tail_and_a_dead_daemon_while_idle(chat, dschat
 
 def test_timed_out_by_the_daemon_it_joins_again(chat, dschat):
     client = dschat(*ep(chat, "h1"), "--heartbeat", "0.2", *PATIENT, "--json", "alice")
-    wait_until(lambda: client.entries(), WAIT, "the join")
+    wait_until(lambda: client.entries(), WAIT, what="the join")
 
     def time_out() -> None:
         del chat.present["alice"]
         chat._append("timeout", "alice", "", "h1", "t1")
     chat.call(time_out)
     wait_until(lambda: [e["text"] for e in client.entries() if e["kind"] == "join"] == ["", "rejoined"], WAIT,
-               "a join after the heartbeat's not_joined")
+               what="a join after the heartbeat's not_joined")
     client.write("back")
     assert client.finish() == EXIT_OK, client.err
     assert [e["kind"] for e in assert_one_stream(client, chat)] == ["join", "timeout", "join", "message", "leave"]
@@ -623,17 +624,17 @@ def test_interactive_in_a_terminal(chat):
     def seen(text: str) -> bool:
         return text in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
     try:
-        wait_until(lambda: seen("/help lists the commands"), WAIT, "the welcome line")
+        wait_until(lambda: seen("/help lists the commands"), WAIT, what="the welcome line")
         assert seen("<bob> earlier")
         os.write(master, b"hello\r")
-        wait_until(lambda: seen("<alice> hello"), WAIT, "alice's message")
+        wait_until(lambda: seen("<alice> hello"), WAIT, what="alice's message")
         os.write(master, b"/nope\r")
-        wait_until(lambda: seen("unknown command /nope"), WAIT, "the unknown command refused")
+        wait_until(lambda: seen("unknown command /nope"), WAIT, what="the unknown command refused")
         os.write(master, b"/who\r")
-        wait_until(lambda: seen("alice (you)"), WAIT, "/who")
+        wait_until(lambda: seen("alice (you)"), WAIT, what="/who")
         os.write(master, b"half")
         chat.post("bob", "while alice types")
-        wait_until(lambda: seen("<bob> while alice types"), WAIT, "bob's line above the prompt")
+        wait_until(lambda: seen("<bob> while alice types"), WAIT, what="bob's line above the prompt")
         os.write(master, b"\x15\x04")  # Ctrl-U clears the line, Ctrl-D quits
         assert process.wait(WAIT) == EXIT_OK
     finally:
