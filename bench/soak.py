@@ -61,7 +61,7 @@ from bench.soak_traffic import PATIENCE, Traffic, request
 from dsd import auth, wire
 from dsd.client import DaemonError, Unreachable
 from tests.cluster import Cluster, Daemon, wait_until
-from tests.integration.test_chat import assert_view, chat_log
+from tests.chatclients import assert_view, chat_log
 from tests.netns import run as run_command
 
 NAMES = ("a", "b", "c", "d", "e")

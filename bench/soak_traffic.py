@@ -20,7 +20,7 @@ from typing import Any
 
 from dsd.client import ControlClient, DaemonError, Unreachable
 from tests.cluster import Cluster, Daemon, wait_until
-from tests.integration.test_chat import PipedChat
+from tests.chatclients import PipedChat
 
 # dschat: 3 silent tries of 0.5 s and it fails over; it gives up only after 30 s without a daemon.
 DSCHAT_OPTIONS = ("--history", "0", "--timeout", "0.5", "--failover", "30")
