@@ -62,7 +62,6 @@ from dsd import auth, wire
 from dsd.client import DaemonError, Unreachable
 from tests.cluster import Cluster, Daemon, wait_until
 from tests.chatclients import assert_view, chat_log
-from tests.netns import run as run_command
 
 NAMES = ("a", "b", "c", "d", "e")
 HIGHEST = "e"  # priorities 101..105: with preempt, the leader whenever e runs
@@ -111,7 +110,6 @@ class Soak:
         self._lock = threading.RLock()
         self._monitoring = threading.Event()
         self.traffic: Traffic | None = None
-        self.bridge_made = False
         # Each in turn (in a seeded order), so that even a short run has every variant.
         self._pauses = itertools.cycle(self.rng.sample([True, False], 2))
         self._shapes = itertools.cycle(self.rng.sample(["blip", "cut", "split"], 3))
@@ -297,32 +295,15 @@ class Soak:
             self.violation(f"traffic did not quiesce within {FINAL:g}s before a {shape}")
         try:
             if shape == "split":
-                self._split(hosts)
+                net.split(hosts)
             else:
                 net.cut(hosts[0])
             self._hold(length, side, False)
         finally:
             if shape == "split":
-                self._join(hosts)
+                net.unsplit(hosts)
             else:
                 net.reconnect(hosts[0])
-
-    def _split(self, hosts: list[int]) -> None:
-        """Move `hosts` to a second bridge: two groups that each still see their own members."""
-        net = self.cluster.net
-        assert net is not None
-        if not self.bridge_made:
-            run_command("ip", "netns", "exec", net.switch, "ip", "link", "add", "br1", "type", "bridge")
-            run_command("ip", "netns", "exec", net.switch, "ip", "link", "set", "br1", "up")
-            self.bridge_made = True
-        for host in hosts:
-            run_command("ip", "netns", "exec", net.switch, "ip", "link", "set", net._veth(host), "master", "br1")
-
-    def _join(self, hosts: list[int]) -> None:
-        net = self.cluster.net
-        assert net is not None
-        for host in hosts:
-            run_command("ip", "netns", "exec", net.switch, "ip", "link", "set", net._veth(host), "master", "br0")
 
     def _forge(self, fault: Fault, leader: str) -> None:
         observer = self.cluster.daemons[self.rng.choice(NAMES)]

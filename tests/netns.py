@@ -44,6 +44,7 @@ class PrivateNetwork:
         self.switch = f"dsd{self.tag}sw"
         self.hosts = [f"dsd{self.tag}h{i}" for i in range(1, count + 1)]
         self._made: list[str] = []
+        self._split_bridge = False  # br1, made by the first split()
 
     def __enter__(self) -> "PrivateNetwork":
         try:
@@ -90,6 +91,19 @@ class PrivateNetwork:
 
     def reconnect(self, i: int) -> None:
         self._in(self.switch, "ip", "link", "set", self._veth(i), "up")
+
+    def split(self, hosts: list[int]) -> None:
+        """Move `hosts` to a second bridge: two groups that each still see their own members."""
+        if not self._split_bridge:
+            self._in(self.switch, "ip", "link", "add", "br1", "type", "bridge")
+            self._in(self.switch, "ip", "link", "set", "br1", "up")
+            self._split_bridge = True
+        for i in hosts:
+            self._in(self.switch, "ip", "link", "set", self._veth(i), "master", "br1")
+
+    def unsplit(self, hosts: list[int]) -> None:
+        for i in hosts:
+            self._in(self.switch, "ip", "link", "set", self._veth(i), "master", "br0")
 
     def _veth(self, i: int) -> str:
         return f"d{self.tag}v{i}"
