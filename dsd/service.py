@@ -352,6 +352,7 @@ class Service:
             "link_messages_received": self.links.received,
             "link_messages_dropped": self.links.dropped,
             "link_clients_refused": self.links.refused,
+            "tcp_clients_refused": self.curve.refused if self.curve is not None else 0,
             "link_messages_rejected": self.link_messages_rejected + self.chat.counters.link_messages_ignored,
             "chat_role": self.chat.role,
             "chat_quorum": self.chat.limits.quorum,

@@ -165,6 +165,7 @@ class CurveServer:
         self.context = zmq.Context()
         self._admins = {key.decode("ascii") for key in keys.admins}
         self._refused: set[bytes] = set()
+        self.refused = 0  # CURVE handshakes refused: a client key in neither client_keys nor admin_keys
         self._authenticator = AsyncioAuthenticator(self.context, log=logging.getLogger("dsd.zap"))
         self._authenticator.start()
         if keys.allowed is None:
@@ -189,6 +190,7 @@ class CurveServer:
         """zmq.auth's question: may the client with this public key (Z85) connect?"""
         if self.keys.allowed is not None and key in self.keys.allowed:
             return True
+        self.refused += 1
         if key not in self._refused and len(self._refused) < self.MAX_REFUSALS_LOGGED:
             self._refused.add(key)
             log.warning("refused a TCP client: its key %s is in neither [control] client_keys nor admin_keys",

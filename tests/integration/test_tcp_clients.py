@@ -97,6 +97,7 @@ def test_a_wrong_server_key_or_a_key_not_allowed_gets_no_answer(setup, who):
         "key-not-allowed": ("--server-key", server_key, "--key", keys.mallory),
         "no-key": ("--server-key", server_key),  # a fresh key: only any_client = true would let it in
     }[who]
+    refused_before = cluster.daemons["a"].request("stats")["tcp_clients_refused"]
     started = time.monotonic()
     result = dsctl(setup, *options, "ping")
     assert result.returncode == EXIT_UNREACHABLE, result
@@ -108,6 +109,11 @@ def test_a_wrong_server_key_or_a_key_not_allowed_gets_no_answer(setup, who):
     # The daemon is unaffected: it still serves its allowed clients, and nothing got in.
     assert dsctl(setup, "--server-key", server_key, "--key", keys.alice, "ping").stdout.strip() == "pong"
     assert "let me in" not in chat_texts(cluster)
+    refused = cluster.daemons["a"].request("stats")["tcp_clients_refused"] - refused_before
+    if who == "wrong-server-key":  # the handshake fails before any key is judged
+        assert refused == 0
+    else:  # every try of dsctl and dschat is a handshake refused and counted
+        assert refused >= 2
 
 
 def test_elect_over_tcp_needs_an_admin_key(setup):
