@@ -362,6 +362,8 @@ class Service:
             "chat_proposals_forwarded": self.chat.counters.proposals_forwarded,
             "chat_proposals_refused": self.chat.counters.proposals_refused,
             "chat_duplicates_dropped": self.chat.counters.duplicates_dropped,
+            "chat_snapshots_sent": self.chat.counters.snapshots_sent,
+            "chat_snapshots_installed": self.chat.counters.snapshots_installed,
             "chat_clients_here": len(self.chat.sessions),
             "chat_users": len(self.chat.presence),
             "events_published": self.feed.published,

@@ -83,6 +83,8 @@ class Counters:
     proposals_refused: int = 0
     duplicates_dropped: int = 0
     link_messages_ignored: int = 0
+    snapshots_sent: int = 0  # to a daemon behind the retained history
+    snapshots_installed: int = 0
 
 
 @dataclass
@@ -418,6 +420,7 @@ class Chat:
     def _snapshot_parts(self, base: Base) -> list[Snapshot]:
         """`base` as SNAPSHOT messages: the presence table in parts that each fit a link message."""
         users = list(base.users.values())
+        self.counters.snapshots_sent += 1
         parts: list[Snapshot] = []
         offset = 0
         while not parts or offset < len(users):
@@ -581,6 +584,7 @@ class Chat:
     def _install(self, base: Base, source: str, now: float, out: list[Action]) -> None:
         """Go on from `base`: the entries up to it were trimmed everywhere before this daemon got them."""
         self.store.install(base)
+        self.counters.snapshots_installed += 1
         skipped = base.seq - self.commit
         self.tail = self.tail[skipped:]
         self.commit, self.commit_term = base.seq, base.term

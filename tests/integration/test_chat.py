@@ -341,6 +341,8 @@ def test_daemon_back_after_more_than_retention_entries_catches_up_from_a_snapsho
         assert caught_up["entries"] == theirs
         assert who(b) == who(c) == [{"user": "ida", "server": "a", "since": who(c)[0]["since"]}]
         assert f"installed a snapshot from c at seq {first - 1}" in b.logs()
+        assert request(b, "stats")["chat_snapshots_installed"] == 1
+        assert request(c, "stats")["chat_snapshots_sent"] >= 1
 
 
 def test_with_cluster_size_a_lone_leader_takes_no_message_until_a_majority_is_back(make_cluster):

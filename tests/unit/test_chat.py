@@ -461,6 +461,7 @@ def test_follower_behind_the_retained_history_gets_a_snapshot_then_the_entries_a
         ("G", Append("L", 2, 10, retained(11, 20), 20)),
     ]
     assert c.followers["G"].match == 0  # nothing counts as held before it acknowledges
+    assert c.counters.snapshots_sent == 1
     assert c.receive(Ack("G", 2, 20, 20, 0), 0.0) == []
     assert c.followers["G"].match == 20 and not c._lagging(c.followers["G"])
 
@@ -473,7 +474,7 @@ def test_follower_installs_a_snapshot_and_publishes_only_what_follows_it() -> No
                        "10 entries trimmed before they reached this daemon are not published here"),
         Transmit("L", Ack("F", 1, 10, 10, 0)),
     ]
-    assert (c.commit, c.last, c.last_term) == (10, 10, 1)
+    assert (c.commit, c.last, c.last_term) == (10, 10, 1) and c.counters.snapshots_installed == 1
     assert (c.store.first_seq(), c.store.last_seq(), c.store.read(0, 100)) == (11, 10, [])
     assert [u["user"] for u in c.who()] == ["alice", "bob"]
     out = c.receive(Append("L", 1, 10, retained(11, 12), 12), 0.0)
