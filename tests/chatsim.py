@@ -96,15 +96,17 @@ class ChatSim:
     def live(self) -> list[str]:
         return sorted(name for name, d in self.daemons.items() if d.alive)
 
-    def change_view(self, keep: tuple[str, int] | None = None) -> None:
+    def change_view(self, keep_leaders: bool = False) -> None:
         """Tell every live daemon: the highest live name of its side leads in a new term.
 
-        Each side of a partition elects on its own (split brain), each in a term of its own,
-        except the side of `keep` (leader, term), which goes on under that leader."""
+        Each side of a partition elects on its own (split brain), each in a term of its own;
+        with `keep_leaders`, a side whose members all follow a leader among them keeps it and
+        its term, as the bully protocol does when peers only go away."""
         for group in self.groups or [frozenset(self.daemons)]:
             live = [name for name in self.live() if name in group]
-            if keep is not None and keep[0] in live:
-                leader, term = keep
+            leaders = {self.daemons[name].chat.leader for name in live}
+            if keep_leaders and len(leaders) == 1 and (kept := leaders.pop()) in live:
+                leader, term = kept, self.daemons[kept].chat.term
             else:
                 self.term += 1
                 leader, term = (live[-1] if live else None), self.term
@@ -113,11 +115,10 @@ class ChatSim:
                 self._apply(name, self.daemons[name].chat.set_view(leader, term, peers, self.now))
 
     def partition(self, *groups: set[str]) -> None:
-        """Cut the links between `groups` (together: every daemon). The leader's side keeps it
-        (it only sees peers go, as the bully leader does); every other side elects at once."""
-        leader = self.live()[-1]
+        """Cut the links between `groups` (together: every daemon). A side that still holds
+        the leader all its members follow keeps it; every other side elects at once."""
         self.groups = [frozenset(group) for group in groups]
-        self.change_view(keep=(leader, self.daemons[leader].chat.term))
+        self.change_view(keep_leaders=True)
 
     def heal(self) -> None:
         self.groups = None

@@ -327,6 +327,11 @@ class Chat:
         self._tail_presence = {e["user"]: e for e in self.tail if e["kind"] != "message"}
         known_commit = max((s.commit for s in statuses.values()), default=0)
         self._commit_to(min(known_commit, self.last), now, out)
+        for entry in self.tail:
+            # The adopted uncommitted entries become this term's (Viewstamped Replication's view
+            # change): counted for a commit as of an older term, they could lose a later view
+            # change to a log holding a newer term's entry at the same seq (Raft's Figure 8).
+            entry["term"] = self.term
         self.followers = {name: FollowerState(self.commit + 1, 0, now) for name in self.peers}
         for name, status in statuses.items():
             self.followers[name] = FollowerState(status.commit + 1, status.commit, now)

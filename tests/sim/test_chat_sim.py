@@ -295,3 +295,27 @@ def test_with_a_quorum_the_minority_side_commits_nothing_until_the_heal() -> Non
     sim.heal()
     settle(sim)
     assert sim.clients["ua"].acked, "the minority's message is committed once the partition heals"
+
+
+def test_an_adopted_entry_is_not_lost_to_an_older_terms_entry_at_its_seq() -> None:
+    """Raft's Figure 8 in a view change: c, cut off, sequences X at seq 2 (term 1); b, leading
+    a and b, then alone, sequences v's join at seq 2 (a later term); c leads again with a and
+    commits X through them. When b leads a again, X must win (it was adopted in a newer term
+    than v's), or a and c would hold X at seq 2 and b v's join."""
+    sim = ChatSim(["a", "b", "c"], seed=1, limits=replace(LIMITS, cluster_size=3))
+    joined(sim, {"u": "c"})
+    sim.partition({"c"}, {"a", "b"})  # c keeps leading, alone: nothing commits there
+    sim.run_for(0.2)
+    sim.send("u", "X")
+    sim.run_for(0.2)
+    sim.partition({"c"}, {"b"}, {"a"})  # b keeps leading, alone
+    sim.join("v", "b")
+    sim.run_for(0.2)
+    assert [e["kind"] for e in sim.daemons["b"].chat.tail] == ["join"]
+    sim.partition({"a", "c"}, {"b"})
+    assert sim.wait_for(lambda: sim.clients["u"].acked, 2.0), "X commits through a and c"
+    sim.partition({"a", "b"}, {"c"})
+    sim.run_for(0.5)
+    sim.heal()
+    settle(sim, within=5.0)
+    assert [(user, id) for _, user, id in sim.logs()["b"]][1] == ("u", next(iter(sim.clients["u"].acked)))
