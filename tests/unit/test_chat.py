@@ -371,7 +371,7 @@ def test_fetch_after_gather_timeout_with_a_silent_peer_activates() -> None:
     assert ("A", Fetch("L", 2, 0)) in [(a.to, a.message) for _, a in history if isinstance(a, Transmit)]
     assert c.role == FETCHING
     out = c.receive(Entries("A", 2, [join_entry(1)]), 1.0)
-    assert c.role == ACTIVE and c.tail == [join_entry(1)]
+    assert c.role == ACTIVE and c.tail == [join_entry(1, term=2)]  # adopted: now the new term's
     assert sorted(to for to, _ in transmits(out, Append)) == ["A", "B"]
 
 
