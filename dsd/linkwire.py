@@ -193,6 +193,8 @@ def _check_snapshot(message: Snapshot) -> None:
         raise LinkError("snapshot: users beyond total")
     if any(join["seq"] > message.base or join["term"] > message.base_term for join in message.users):
         raise LinkError("snapshot: a join after the base")
+    if any(join["seq"] < 1 for join in message.users):
+        raise LinkError("snapshot: a join at seq 0")
     if len({join["user"] for join in message.users}) != len(message.users):
         raise LinkError("snapshot: a user twice")
 
