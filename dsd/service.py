@@ -184,7 +184,7 @@ class Service:
                 log.warning("reload: [%s] changed; those take effect at the next restart", "], [".join(changed))
             logging.getLogger().setLevel((self.log_level or fresh.log.level).upper())
             self.node.set_timing(timing_of(fresh), self.loop.time())
-            self.chat.limits = chat_limits_of(fresh)
+            self.chat.limits = chat_limits_of(_with_runtime(self.settings, fresh))  # [chat] itself: at restart
             self._use_keyring(keyring)
             if self.curve is not None and client_keys is not None:
                 self.curve.admit(client_keys)

@@ -6,16 +6,21 @@ The cluster's leader (from `dsd.core.node`) is the sequencer. Every daemon plays
   the outbox and forwarded to the leader until it is seen committed (or refused), so a
   leader change loses nothing; the client's reply waits for the commit.
 - *follower*: takes APPENDs from the leader of the current term, acknowledges how far its
-  log matches, and serves GATHER/FETCH. It commits what it holds of the leader's log at
-  once, without waiting to hear the leader's commit point: the leader and it hold those
-  entries, which is the commit rule below, and a new leader adopts them from it. That
-  saves the ACK and the leader's next APPEND on the way to its feed and to its clients.
-  With a quorum of more than two ([chat] cluster_size), it waits for the leader's word.
-- *leader*: first gathers every survivor's STATUS and adopts the most advanced log
-  (highest last term, then highest seq: Viewstamped Replication's view change), then
-  sequences proposals, replicates them and commits an entry once one follower holds it
-  too, so a committed entry survives the crash of any one daemon. Retried proposals
-  (same user and id) are recorded once.
+  log matches, and serves GATHER/FETCH. Without a quorum it commits what it holds of the
+  leader's log at once, without waiting to hear the leader's commit point: the leader and
+  it hold those entries, which is the commit rule below. That saves the ACK and the
+  leader's next APPEND on the way to its feed and to its clients. With a quorum of more
+  than two it waits for the leader's word.
+- *leader*: first gathers the survivors' STATUS and adopts the most advanced log (highest
+  last term, then highest seq: Viewstamped Replication's view change), stamping the
+  uncommitted entries it adopts with its own term; then it sequences proposals, replicates
+  them and commits an entry once one follower holds it too, so a committed entry survives
+  the crash of any one daemon. Retried proposals (same user and id) are recorded once.
+- *quorum* (`[chat] cluster_size` set, `limits.quorum` = a majority of it): an entry commits
+  once a quorum of daemons, the leader included, holds it, and a new leader takes messages
+  only once a quorum (itself included) has answered its GATHER. Any two quorums share a
+  daemon, so the minority side of a partition commits nothing and the logs never split;
+  without a quorum both sides of a partition commit on their own.
 
 A daemon that needs entries its source (the leader, or a new leader's fetch source) no
 longer retains gets a SNAPSHOT instead: the store's base (the last trimmed seq, its term,
@@ -274,7 +279,8 @@ class Chat:
         self._gathered(now, out)
 
     def _gathered(self, now: float, out: list[Action], force: bool = False) -> None:
-        """Every live peer answered GATHER (or gather_timeout passed): adopt the most advanced log."""
+        """Every live peer answered GATHER (or gather_timeout passed): adopt the most advanced log,
+        once the answers (this daemon's included) reach the quorum, if there is one."""
         gathering = self.gathering
         assert gathering is not None
         if not force and not self.peers <= set(gathering.statuses):

@@ -344,3 +344,14 @@ def test_a_relative_config_path_is_made_absolute(make_cluster):
                             cwd=daemon.dir.parent, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result
     assert f'from "{daemon.config}"' in result.stdout.splitlines()[0]
+
+
+def test_sighup_leaves_chat_settings_to_the_next_restart(make_cluster):
+    """A leader must not switch commit rules mid-term: [chat] cluster_size and the rest wait."""
+    daemon = make_cluster(1).add("solo", log={"level": "info"})
+    wait_log(daemon, "leader is now solo")
+    daemon.configure(chat={"cluster_size": 3, "max_message": 10})
+    daemon.signal(signal.SIGHUP)
+    wait_log(daemon, "reloaded")
+    assert "[chat] changed; those take effect at the next restart" in daemon.logs()
+    assert daemon.request("stats")["chat_quorum"] == 0
