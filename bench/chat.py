@@ -70,8 +70,8 @@ from typing import Any, Callable, Iterator
 import zmq
 
 from bench.common import (
-    DEFAULT_TIMING, BenchError, add_daemon, base_parser, before_run, median, met, private_cluster,
-    proc_cpu_seconds, progress, python_pid, run_main, system_cpu_busy, table,
+    DEFAULT_TIMING, BenchError, add_daemon, base_parser, before_run, drain_until, median, met, private_cluster,
+    proc_cpu_seconds, progress, python_pid, run_main, subscriber, system_cpu_busy, table,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,11 +165,7 @@ class _ChatClient:
         self.dealer.connect(endpoint)
         self.sub = None
         if feed:
-            self.sub = context.socket(zmq.SUB)
-            self.sub.setsockopt(zmq.LINGER, 0)
-            self.sub.setsockopt(zmq.RCVHWM, 1000000)
-            self.sub.setsockopt(zmq.SUBSCRIBE, b"chat.")
-            self.sub.connect(feed)
+            self.sub = subscriber(context, feed, b"chat.", 1000000)
         self.poller = zmq.Poller()
         self.poller.register(self.dealer, zmq.POLLIN)
         if self.sub is not None:
@@ -294,11 +290,7 @@ def _worker_pub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
 
 def _worker_sub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RCVHWM, 100000)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(cfg["connect"])
+    sub = subscriber(context, cfg["connect"])
     _say({"ready": True})
     go = control.wait(time.time() + 60)
     start, stop = go["t0"] + go.get("warm", 0.0), go["t0"] + go.get("warm", 0.0) + go["seconds"]
@@ -489,11 +481,7 @@ def _worker_sender(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
 def _worker_receiver(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     """Subscribed to one feed: send -> arrival of `user`'s messages, by the phase they were sent in."""
     context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RCVHWM, 1000000)
-    sub.setsockopt(zmq.SUBSCRIBE, b"chat.")
-    sub.connect(cfg["feed"])
+    sub = subscriber(context, cfg["feed"], b"chat.", 1000000)
     _say({"ready": True})
     go = control.wait(time.time() + 60)
     schedule = _schedule(go["t0"], go["phases"])
@@ -821,11 +809,7 @@ class FeedReader:
         self.events: list[tuple[float, str, dict[str, Any]]] = []  # (arrival, daemon, event)
 
     def connect(self, name: str, feed: str) -> None:
-        socket = self.context.socket(zmq.SUB)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.RCVHWM, 1000000)
-        socket.setsockopt(zmq.SUBSCRIBE, b"")
-        socket.connect(feed)
+        socket = subscriber(self.context, feed, hwm=1000000)
         self.sockets[name] = socket
         self.poller.register(socket, zmq.POLLIN)
 
@@ -843,15 +827,8 @@ class FeedReader:
                     self.events.append((now, name, json.loads(body)))
             ready = dict(self.poller.poll(0))
 
-    def wait_for(self, condition, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while True:
-            self.drain(0.005)
-            result = condition()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise BenchError(f"timed out after {timeout}s waiting for {what}")
+    def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
+        return drain_until(self.drain, condition, timeout, what, 0.005)
 
     def close(self) -> None:
         self.context.destroy(linger=0)

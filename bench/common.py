@@ -193,6 +193,29 @@ class Event:
     body: dict[str, Any]
 
 
+def subscriber(context: zmq.Context, endpoint: str, prefix: bytes = b"", hwm: int = 100000) -> zmq.Socket:
+    """A SUB socket on `endpoint` for topics starting with `prefix`, queueing up to `hwm` messages."""
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.RCVHWM, hwm)
+    socket.setsockopt(zmq.SUBSCRIBE, prefix)
+    socket.connect(endpoint)
+    return socket
+
+
+def drain_until(drain: Callable[[float], Any], condition: Callable[[], Any], timeout: float, what: str,
+                step: float) -> Any:
+    """Call `drain(step)` until `condition()` is truthy (its value is returned); BenchError at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        drain(step)
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out after {timeout}s waiting for {what}")
+
+
 class Feeds:
     """ZeroMQ SUB sockets on the daemons' feeds, drained from the calling thread.
 
@@ -242,14 +265,7 @@ class Feeds:
         return count
 
     def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.drain(0.01)
-            result = condition()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise BenchError(f"timed out after {timeout}s waiting for {what}")
+        return drain_until(self.drain, condition, timeout, what, 0.01)
 
     def since(self, index: int, node: str | None = None, topic: str | None = None) -> list[Event]:
         return [
