@@ -13,12 +13,14 @@ as `--server-key` (Z85 text or a certificate file), and the client's own keypair
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -38,6 +40,31 @@ class CurveError(Exception):
 class Keypair:
     public: bytes  # Z85, 40 bytes
     secret: bytes
+
+
+def start_zap(context: zmq.Context, domain: str, admit: Any | None, logger: str) -> Any:
+    """Start zmq.auth's ZAP handler on `context` for `domain`; `admit.callback(domain, key)` decides
+    which client keys get in, or any key when `admit` is None.
+
+    Start it before binding a CURVE server there: without a handler libzmq lets every key in.
+    One handler serves a whole context, so each set of rules needs a context of its own.
+    """
+    from zmq.auth.asyncio import AsyncioAuthenticator  # the daemon's side only: clients load no zmq.asyncio
+
+    authenticator = AsyncioAuthenticator(context, log=logging.getLogger(logger))
+    authenticator.start()
+    if admit is None:
+        authenticator.configure_curve(domain=domain, location=zmq.auth.CURVE_ALLOW_ANY)
+    else:
+        authenticator.configure_curve_callback(domain=domain, credentials_provider=admit)
+    return authenticator
+
+
+def make_server(socket: zmq.Socket, secret_key: bytes, domain: str) -> None:
+    """Make `socket` (not bound yet) a CURVE server judged by the ZAP handler of `domain`."""
+    socket.curve_server = True
+    socket.curve_secretkey = secret_key
+    socket.zap_domain = domain.encode()
 
 
 def is_z85_key(text: str | bytes) -> bool:

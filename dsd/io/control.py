@@ -17,10 +17,8 @@ import time
 from typing import Any, Callable
 
 import zmq
-from zmq.auth import CURVE_ALLOW_ANY
-from zmq.auth.asyncio import AsyncioAuthenticator
 
-from dsd.curve import ServerKeys
+from dsd.curve import ServerKeys, make_server, start_zap
 
 log = logging.getLogger("dsd.control")
 
@@ -166,12 +164,7 @@ class CurveServer:
         self._admins = {key.decode("ascii") for key in keys.admins}
         self._refused: set[bytes] = set()
         self.refused = 0  # CURVE handshakes refused: a client key in neither client_keys nor admin_keys
-        self._authenticator = AsyncioAuthenticator(self.context, log=logging.getLogger("dsd.zap"))
-        self._authenticator.start()
-        if keys.allowed is None:
-            self._authenticator.configure_curve(domain=ZAP_DOMAIN, location=CURVE_ALLOW_ANY)
-        else:
-            self._authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
+        self._authenticator = start_zap(self.context, ZAP_DOMAIN, None if keys.allowed is None else self, "dsd.zap")
 
     def admit(self, keys: ServerKeys) -> None:
         """SIGHUP: the client and admin keys as the directories now hold them.
@@ -200,9 +193,7 @@ class CurveServer:
     def socket(self, kind: int) -> zmq.Socket:
         """A CURVE server socket of `kind`, not bound yet."""
         socket = self.context.socket(kind)
-        socket.curve_server = True
-        socket.curve_secretkey = self.keys.keypair.secret
-        socket.zap_domain = ZAP_DOMAIN.encode()
+        make_server(socket, self.keys.keypair.secret, ZAP_DOMAIN)
         return socket
 
     def is_admin(self, frame: zmq.Frame) -> bool:

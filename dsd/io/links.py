@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import zmq
-from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
 
 from dsd.auth import Keyring
+from dsd.curve import Keypair, make_server, start_zap
 from dsd.io.control import Drain, bind, serve
 
 log = logging.getLogger("dsd.links")
@@ -33,13 +33,12 @@ MAX_MESSAGE = 4 * 1024 * 1024
 SEND_HWM = 10_000  # messages queued per connected peer before sends are dropped
 ZAP_DOMAIN = "dsd.links"
 CLIENT_KEY_LABEL = b"dsd link client v1"
-Keypair = tuple[bytes, bytes]  # (public, secret), Z85
 
 
 def client_keypair(key: bytes) -> Keypair:
     """The CURVE keypair of the PUSH sockets of a daemon that signs with `key`: anyone with the key can derive it."""
     secret = z85.encode(hmac.new(key, CLIENT_KEY_LABEL, hashlib.sha256).digest())
-    return zmq.curve_public(secret), secret
+    return Keypair(zmq.curve_public(secret), secret)
 
 
 def peer_bind_endpoint(configured: str, interface_address: str) -> str:
@@ -68,25 +67,19 @@ class Links:
         self.refused = 0  # CURVE handshakes refused: a client key derived from no configured key
         self._allowed: frozenset[bytes] = frozenset()
         self._client: Keypair | None = None
-        self._authenticator: AsyncioAuthenticator | None = None
+        self._authenticator: Any = None
         self.public_key = ""
         if keyring is not None:
-            # The handler runs before the bind: without one, libzmq would let any client key in.
-            self._authenticator = AsyncioAuthenticator(self._context, log=logging.getLogger("dsd.links.zap"))
-            self._authenticator.start()
-            self._authenticator.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
-            public, secret = zmq.curve_keypair()
-            self._inbox.curve_secretkey = secret
-            self._inbox.curve_publickey = public
-            self._inbox.curve_server = True
-            self._inbox.zap_domain = ZAP_DOMAIN.encode()
-            self.public_key = public.decode()
+            self._authenticator = start_zap(self._context, ZAP_DOMAIN, self, "dsd.links.zap")
+            server = Keypair(*zmq.curve_keypair())
+            make_server(self._inbox, server.secret, ZAP_DOMAIN)
+            self.public_key = server.public.decode()
             self.use_keyring(keyring)
         self.endpoint = bind(self._inbox, endpoint, "chat peer")
 
     def use_keyring(self, keyring: Keyring) -> None:
         """Admit the client keys of every key; sign (connect) with the first, re-connecting if it changed."""
-        self._allowed = frozenset(client_keypair(key)[0] for key in keyring.keys)
+        self._allowed = frozenset(client_keypair(key).public for key in keyring.keys)
         client = client_keypair(keyring.signing)
         if client != self._client:
             self._client = client
@@ -112,7 +105,7 @@ class Links:
             socket.setsockopt(zmq.SNDHWM, SEND_HWM)
             if self._client is not None:
                 socket.curve_serverkey = server_key.encode()
-                socket.curve_publickey, socket.curve_secretkey = self._client
+                socket.curve_publickey, socket.curve_secretkey = self._client.public, self._client.secret
             try:
                 socket.connect(endpoint)
             except zmq.ZMQError as error:
