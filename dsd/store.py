@@ -1,21 +1,34 @@
-"""The chat history store: committed entries in seq order, bounded by retention, and who is present.
+"""The chat log store: the replicated log, committed and not, its commit point, and the chat state.
 
 The protocol core (``dsd.core.chat``) calls a :class:`Store` synchronously from the event
-loop with each turn's batch of committed entries, so an append is one cheap transaction.
-:class:`SqliteStore` keeps the history across restarts; :class:`MemoryStore` behaves the
-same (retention included) for tests and for a daemon without a state_dir.
+loop. It holds what a Raft-style chat must not forget across a crash:
+
+* the log: entries in seq order, the uncommitted ones included, since a follower acknowledges
+  entries only once they are stored; a leader of a later epoch may `truncate` an uncommitted
+  suffix that conflicts with its own log;
+* the commit point: entries up to it are committed, never change and update presence;
+* the chat state (:class:`ChatState`): the cluster, the epoch and the vote in that epoch;
+* the configuration: which daemons vote is itself an entry, of kind "config", whose text the
+  store never reads; `last_config` is the latest one, committed or not.
+
+Each call that writes is one transaction. :class:`SqliteStore` keeps everything across
+restarts; :class:`MemoryStore` behaves the same (retention included) for tests, the simulator
+and a daemon without a state_dir.
 
 Presence is kept apart from the entries, so ``users()`` stays right after retention has
-trimmed the join entry that made someone present.
+trimmed the join entry that made someone present. Retention keeps the newest `retention`
+committed entries (and up to its slack more) and never trims an uncommitted one.
 
 The log need not start at seq 1: its *base* is the last entry before the first retained one
-(seq, term, and who was present after it). Retention moves the base forward as it trims;
-`install` sets it from a snapshot when a daemon must catch up on entries the others no
-longer keep, and the log then continues at base + 1.
+(seq, term, who was present after it, and the latest config at or before it). Retention moves
+the base forward as it trims; `install` sets it from a snapshot when a daemon must catch up on
+entries the others no longer keep, and the log then continues at base + 1. The (user, id) of
+trimmed entries stay findable for DEDUPE_SECONDS, so a retried send is still recognised.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import sqlite3
@@ -30,20 +43,28 @@ from typing import Any, Protocol
 log = logging.getLogger("dsd.store")
 
 Entry = dict[str, Any]
+Key = tuple[str, str]  # (user, id)
 
 FIELDS = ("seq", "term", "kind", "user", "text", "id", "server", "session", "time")
-KINDS = ("message", "join", "leave", "timeout")
+KINDS = ("message", "join", "leave", "timeout", "config")
 FILENAME = "chat.sqlite3"
-SCHEMA_VERSION = 2  # 2: the base table and the presence at the base
+SCHEMA_VERSION = 3  # 2: the base table and the presence at the base; 3: the uncommitted log and the chat state
 APPLICATION_ID = 0x44534443  # "DSDC" in the file header: this file is a dsd chat store
 MAX_SLACK = 1000
 CHECKPOINT_EVERY = 256  # transactions between two checkpoints of the write-ahead log
+DEDUPE_SECONDS = 3600  # how long (in entry time) a trimmed entry's (user, id) is still found
 
 _KEYS = frozenset(FIELDS)
 _COLUMNS = ", ".join(FIELDS)
 _PLACEHOLDERS = ", ".join("?" * len(FIELDS))
 _INSERT = f"INSERT INTO entries ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"
-_READ = f"SELECT {_COLUMNS} FROM entries WHERE seq > ? ORDER BY seq LIMIT ?"
+_READ = f"SELECT {_COLUMNS} FROM entries WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+_PRESENCE_BETWEEN = (  # the entries that change presence
+    f"SELECT {_COLUMNS} FROM entries "
+    "WHERE seq > ? AND seq <= ? AND kind IN ('join', 'leave', 'timeout') ORDER BY seq"
+)
+_INSERT_BASE_CONFIG = f"INSERT INTO base_config ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"
+_CONFIG_UPTO = f"SELECT {_COLUMNS} FROM entries WHERE kind = 'config' AND seq <= ? ORDER BY seq DESC LIMIT 1"
 _ENTRY_COLUMNS = """
     term INTEGER NOT NULL, kind TEXT NOT NULL, text TEXT NOT NULL, id TEXT NOT NULL,
     server TEXT NOT NULL, session TEXT NOT NULL, time REAL NOT NULL"""
@@ -59,6 +80,17 @@ _SCHEMA_2 = (
     "CREATE TABLE base (seq INTEGER NOT NULL, term INTEGER)",
     f"CREATE TABLE base_presence (user TEXT PRIMARY KEY, seq INTEGER NOT NULL, {_ENTRY_COLUMNS})",
 )
+# commit_point and state have one row; base_config at most one (the base's config entry).
+# trimmed_ids has a row per trimmed entry (but config entries), kept for DEDUPE_SECONDS.
+_SCHEMA_3 = (
+    "CREATE INDEX entries_config ON entries (seq) WHERE kind = 'config'",
+    "CREATE TABLE commit_point (seq INTEGER NOT NULL)",
+    "CREATE TABLE state (cluster TEXT NOT NULL, epoch INTEGER NOT NULL, voted_for TEXT NOT NULL)",
+    f"CREATE TABLE base_config (seq INTEGER PRIMARY KEY, user TEXT NOT NULL, {_ENTRY_COLUMNS})",
+    "CREATE TABLE trimmed_ids (user TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL)",
+    "CREATE INDEX trimmed_ids_user_id ON trimmed_ids (user, id)",
+    "CREATE INDEX trimmed_ids_time ON trimmed_ids (time)",
+)
 _row = itemgetter(*FIELDS)
 
 
@@ -67,12 +99,29 @@ class Base:
     """Where the retained log starts from: the entry before the first retained one.
 
     ``seq`` and ``term`` are that entry's (0, 0 for an untrimmed log); ``users`` is who was
-    present after it: user -> the join entry that made them present, in seq order.
+    present after it: user -> the join entry that made them present, in seq order; ``config``
+    is the latest config entry at or before it (None when there is none), which the log must
+    keep when retention trims it away.
     """
 
     seq: int
     term: int
     users: dict[str, Entry]
+    config: Entry | None = None
+
+
+@dataclass(frozen=True)
+class ChatState:
+    """What the chat remembers across restarts besides its log.
+
+    ``cluster`` is the cluster this log belongs to, ``epoch`` the latest chat epoch this daemon
+    has seen (Raft's currentTerm) and ``voted_for`` whom it voted for in that epoch ("" for
+    nobody): forgetting a vote would let a restarted daemon vote twice in one epoch.
+    """
+
+    cluster: str = ""
+    epoch: int = 0
+    voted_for: str = ""
 
 
 class StoreError(Exception):
@@ -80,26 +129,52 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
-    """The chat history as the protocol core uses it."""
+    """The chat log as the protocol core uses it.
 
-    def append(self, entries: list[Entry]) -> None:
-        """Add committed entries, continuing the log: seq = last_seq()+1, +2, ...
+    Every ValueError is a bug upstream, never a client's doing, and changes nothing.
+    """
 
-        Raises ValueError, storing none of `entries`, on a gap, a repeat or a malformed
-        entry: each is a bug upstream, never a client's doing.
+    def append(self, entries: list[Entry], commit: int | None = None) -> None:
+        """Add entries, committed or not, continuing the log: seq = last_seq()+1, +2, ...
+
+        With `commit`, also commit up to it (as `commit` does) in the same transaction.
+        Raises ValueError, storing none of `entries`, on a gap, a repeat, a malformed entry
+        or a `commit` outside committed()..the new last seq.
         """
 
-    def read(self, after: int, limit: int) -> list[Entry]:
-        """Retained entries with seq > `after`, oldest first, at most `limit`."""
+    def truncate(self, after: int) -> None:
+        """Delete every entry with seq > `after`: an uncommitted suffix that conflicts with the leader's log.
+
+        Raises ValueError if `after` < committed() (committed entries never go) or `after` >
+        last_seq(); nothing to do when `after` == last_seq().
+        """
+
+    def commit(self, seq: int) -> None:
+        """Commit the entries up to `seq`: presence follows their join, leave and timeout
+        entries, and retention may trim committed entries, in one transaction.
+
+        Raises ValueError if `seq` < committed() or `seq` > last_seq(); nothing to do when
+        `seq` == committed().
+        """
+
+    def committed(self) -> int:
+        """The commit point: the seq of the last committed entry (the base's, 0 when there is none)."""
+
+    def read(self, after: int, limit: int, upto: int | None = None) -> list[Entry]:
+        """Held entries, committed or not, with `after` < seq (<= `upto` if given), oldest first, at most `limit`."""
 
     def latest(self, limit: int) -> list[Entry]:
-        """The newest `limit` retained entries, oldest first."""
+        """The newest `limit` committed retained entries, oldest first."""
 
     def last_seq(self) -> int:
-        """The seq of the last entry appended (or the base's), 0 when there is none."""
+        """The seq of the last entry held, committed or not (or the base's), 0 when there is none."""
 
     def last_term(self) -> int:
-        """The term of the last entry appended (or the base's), 0 when there is none."""
+        """The term of the last entry held, committed or not (or the base's), 0 when there is none."""
+
+    def term_at(self, seq: int) -> int | None:
+        """The term of the entry at `seq` (the base's at base().seq); None where no entry is held
+        (and at the base of a store whose base is not known)."""
 
     def first_seq(self) -> int:
         """The oldest retained seq, or last_seq() + 1 when nothing is retained."""
@@ -108,15 +183,31 @@ class Store(Protocol):
         """The base the retained entries continue from; None when it is not known."""
 
     def install(self, base: Base) -> None:
-        """Replace everything by a snapshot: no entries, `base.users` present, the log
-        continuing at base.seq + 1. Raises ValueError, changing nothing, on a malformed base.
+        """Replace everything, uncommitted entries included, by a snapshot: no entries,
+        `base.users` present, `base.config` the last config, no trimmed ids, committed up to
+        base.seq, the log continuing at base.seq + 1.
+
+        Raises ValueError, changing nothing, on a malformed base.
         """
 
     def find(self, user: str, id: str) -> int | None:
-        """The seq of the newest retained entry with this (user, id): dedupes retried sends."""
+        """The seq of the newest committed entry with this (user, id): dedupes retried sends.
+
+        Finds trimmed entries too, for at least DEDUPE_SECONDS of entry time after theirs: a
+        trim forgets those older than the last committed entry's time minus DEDUPE_SECONDS.
+        """
 
     def users(self) -> dict[str, Entry]:
-        """Who is present: user -> the join entry that made them present, in seq order."""
+        """Who is present as of the commit point: user -> the join entry that made them present, in seq order."""
+
+    def last_config(self) -> Entry | None:
+        """The latest config entry, committed or not, else the base's, else None. Cheap."""
+
+    def state(self) -> ChatState:
+        """The chat state last saved (ChatState() in a new store)."""
+
+    def save_state(self, state: ChatState) -> None:
+        """Store `state` durably before returning. Raises ValueError on a malformed state."""
 
     def close(self) -> None:
         """Release the store; it is not used afterwards."""
@@ -125,7 +216,7 @@ class Store(Protocol):
 def retention_slack(retention: int) -> int:
     """How far past `retention` a store grows before trimming: 10%, at most MAX_SLACK.
 
-    Trimming in batches keeps most appends free of a delete.
+    Trimming in batches keeps most commits free of a delete.
     """
     return min(MAX_SLACK, retention // 10)
 
@@ -143,14 +234,30 @@ def _check_retention(retention: int) -> int:
     return retention
 
 
+def _check_entry(entry: Entry) -> None:
+    """The fields the store itself computes with; the seq is checked against the log by the caller."""
+    if entry.keys() != _KEYS:
+        raise ValueError(f"entry keys {sorted(entry)} != {sorted(_KEYS)}")
+    if type(entry["seq"]) is not int:
+        raise ValueError(f"entry seq {entry['seq']!r} is not an integer")
+    if type(entry["term"]) is not int or entry["term"] < 0:
+        raise ValueError(f"entry {entry['seq']}: term {entry['term']!r} is not an integer >= 0")
+    if entry["kind"] not in KINDS:
+        raise ValueError(f"entry {entry['seq']}: unknown kind {entry['kind']!r}")
+    if type(entry["time"]) not in (int, float):
+        raise ValueError(f"entry {entry['seq']}: time {entry['time']!r} is not a number")
+
+
 def _check_batch(entries: list[Entry], last_seq: int) -> None:
     for expected, entry in enumerate(entries, last_seq + 1):
-        if entry.keys() != _KEYS:
-            raise ValueError(f"entry keys {sorted(entry)} != {sorted(_KEYS)}")
-        if type(entry["seq"]) is not int or entry["seq"] != expected:
+        _check_entry(entry)
+        if entry["seq"] != expected:
             raise ValueError(f"entry seq {entry['seq']!r} where {expected} is due (a gap or a repeat)")
-        if entry["kind"] not in KINDS:
-            raise ValueError(f"entry {expected}: unknown kind {entry['kind']!r}")
+
+
+def _check_seq(what: str, seq: int, low: int, high: int) -> None:
+    if type(seq) is not int or not low <= seq <= high:
+        raise ValueError(f"{what} {seq!r} is not a seq in {low}..{high}")
 
 
 def _check_base(base: Base) -> None:
@@ -161,6 +268,23 @@ def _check_base(base: Base) -> None:
             raise ValueError(f"the presence of {user!r} is not a join entry of that user")
         if type(join["seq"]) is not int or not 0 < join["seq"] <= base.seq:
             raise ValueError(f"the join of {user!r} at seq {join['seq']!r} is not before the base {base.seq}")
+    config = base.config
+    if config is not None:
+        if type(config) is not dict or config.keys() != _KEYS or config["kind"] != "config":
+            raise ValueError("the base's config is not a config entry")
+        if type(config["seq"]) is not int or not 0 < config["seq"] <= base.seq:
+            raise ValueError(f"the base's config at seq {config['seq']!r} is not before the base {base.seq}")
+
+
+def _check_state(state: ChatState) -> None:
+    if (
+        type(state) is not ChatState
+        or type(state.cluster) is not str
+        or type(state.voted_for) is not str
+        or type(state.epoch) is not int
+        or state.epoch < 0
+    ):
+        raise ValueError(f"{state!r} is not a ChatState of two strings and an epoch >= 0")
 
 
 def _presence_changes(entries: Iterable[Entry]) -> dict[str, Entry | None]:
@@ -170,7 +294,7 @@ def _presence_changes(entries: Iterable[Entry]) -> dict[str, Entry | None]:
         if entry["kind"] == "join":
             changes.pop(entry["user"], None)  # re-insert: joins stay in seq order
             changes[entry["user"]] = entry
-        elif entry["kind"] != "message":
+        elif entry["kind"] in ("leave", "timeout"):
             changes[entry["user"]] = None
     return changes
 
@@ -184,6 +308,15 @@ def _apply(users: dict[str, Entry], changes: dict[str, Entry | None]) -> None:
 
 def _entries(rows: Iterable[tuple[Any, ...]]) -> list[Entry]:
     return [dict(zip(FIELDS, row)) for row in rows]
+
+
+def _copy(entry: Entry | None) -> Entry | None:
+    return None if entry is None else dict(entry)
+
+
+def _last_config(entries: list[Entry], otherwise: Entry | None) -> Entry | None:
+    """A copy of the last config entry among `entries`, else `otherwise`."""
+    return next((dict(entry) for entry in reversed(entries) if entry["kind"] == "config"), otherwise)
 
 
 def _kept_from(first: int, last: int, retention: int, slack: int) -> int:
@@ -201,38 +334,79 @@ class MemoryStore:
         self._slack = retention_slack(retention)
         self._entries: list[Entry] = []  # contiguous: _entries[i]["seq"] == _base.seq + 1 + i
         self._base = Base(0, 0, {})
-        self._ids: dict[tuple[str, str], int] = {}
+        self._committed = 0
         self._users: dict[str, Entry] = {}
+        self._ids: dict[Key, int] = {}  # the newest committed retained seq of each (user, id)
+        # The trimmed entries' seqs by (user, id), oldest first, and a heap of (time, seq, key)
+        # with a row for each of those seqs: the oldest in entry time are pruned first.
+        self._trimmed: dict[Key, list[int]] = {}
+        self._trimmed_times: list[tuple[float, int, Key]] = []
+        self._config: Entry | None = None  # last_config()
+        self._state = ChatState()
 
-    def append(self, entries: list[Entry]) -> None:
+    def append(self, entries: list[Entry], commit: int | None = None) -> None:
         _check_batch(entries, self.last_seq())
-        entries = [dict(entry) for entry in entries]
-        self._entries += entries
-        for entry in entries:
+        if commit is not None:
+            _check_seq("commit", commit, self._committed, self.last_seq() + len(entries))
+        self._entries += [dict(entry) for entry in entries]
+        self._config = _last_config(entries, self._config)
+        if commit is not None:
+            self.commit(commit)
+
+    def truncate(self, after: int) -> None:
+        _check_seq("truncate after", after, self._committed, self.last_seq())
+        del self._entries[after - self._base.seq:]
+        if self._config is not None and self._config["seq"] > after:
+            self._config = _last_config(self._entries, self._base.config)
+
+    def commit(self, seq: int) -> None:
+        _check_seq("commit", seq, self._committed, self.last_seq())
+        committing = self._entries[self._committed - self._base.seq:seq - self._base.seq]
+        for entry in committing:
             self._ids[entry["user"], entry["id"]] = entry["seq"]
-        _apply(self._users, _presence_changes(entries))
-        first = _kept_from(self.first_seq(), self.last_seq(), self._retention, self._slack)
-        trimmed, self._entries = self._entries[:first - self.first_seq()], self._entries[first - self.first_seq():]
-        if not trimmed:
+        _apply(self._users, _presence_changes(committing))
+        self._committed = seq
+        self._trim()
+
+    def _trim(self) -> None:
+        base = self._base
+        first = _kept_from(base.seq + 1, self._committed, self._retention, self._slack)
+        if first == base.seq + 1:
             return
+        trimmed = self._entries[:first - base.seq - 1]
+        del self._entries[:len(trimmed)]
         for entry in trimmed:
             key = entry["user"], entry["id"]
             if self._ids.get(key) == entry["seq"]:
                 del self._ids[key]
-        users = dict(self._base.users)
+            if entry["kind"] != "config":
+                self._trimmed.setdefault(key, []).append(entry["seq"])
+                heapq.heappush(self._trimmed_times, (entry["time"], entry["seq"], key))
+        oldest = self._entries[self._committed - first]["time"] - DEDUPE_SECONDS
+        while self._trimmed_times and self._trimmed_times[0][0] < oldest:
+            _, seq, key = heapq.heappop(self._trimmed_times)
+            self._trimmed[key].remove(seq)
+            if not self._trimmed[key]:
+                del self._trimmed[key]
+        users = dict(base.users)
         _apply(users, _presence_changes(trimmed))
-        self._base = Base(trimmed[-1]["seq"], trimmed[-1]["term"], users)
+        self._base = Base(first - 1, trimmed[-1]["term"], users, _last_config(trimmed, base.config))
 
-    def read(self, after: int, limit: int) -> list[Entry]:
+    def committed(self) -> int:
+        return self._committed
+
+    def read(self, after: int, limit: int, upto: int | None = None) -> list[Entry]:
         if limit <= 0:
             return []
         start = max(after - self._base.seq, 0)
-        return [dict(entry) for entry in self._entries[start:start + limit]]
+        stop = start + limit if upto is None else min(start + limit, max(upto - self._base.seq, 0))
+        return [dict(entry) for entry in self._entries[start:stop]]
 
     def latest(self, limit: int) -> list[Entry]:
         if limit <= 0:
             return []
-        return [dict(entry) for entry in self._entries[-limit:]]
+        stop = self._committed - self._base.seq
+        return [dict(entry) for entry in self._entries[max(stop - limit, 0):stop]]
 
     def last_seq(self) -> int:
         return self._base.seq + len(self._entries)
@@ -240,25 +414,50 @@ class MemoryStore:
     def last_term(self) -> int:
         return self._entries[-1]["term"] if self._entries else self._base.term
 
+    def term_at(self, seq: int) -> int | None:
+        if seq == self._base.seq:
+            return self._base.term
+        if self._base.seq < seq <= self.last_seq():
+            return self._entries[seq - self._base.seq - 1]["term"]
+        return None
+
     def first_seq(self) -> int:
         return self._base.seq + 1
 
     def base(self) -> Base:
-        return Base(self._base.seq, self._base.term, {user: dict(join) for user, join in self._base.users.items()})
+        users = {user: dict(join) for user, join in self._base.users.items()}
+        return Base(self._base.seq, self._base.term, users, _copy(self._base.config))
 
     def install(self, base: Base) -> None:
         _check_base(base)
         users = {join["user"]: dict(join) for join in sorted(base.users.values(), key=itemgetter("seq"))}
-        self._base = Base(base.seq, base.term, users)
+        self._base = Base(base.seq, base.term, users, _copy(base.config))
         self._entries = []
-        self._ids = {}
+        self._committed = base.seq
         self._users = {user: dict(join) for user, join in users.items()}
+        self._ids = {}
+        self._trimmed = {}
+        self._trimmed_times = []
+        self._config = _copy(base.config)
 
     def find(self, user: str, id: str) -> int | None:
-        return self._ids.get((user, id))
+        key = user, id
+        if key in self._ids:
+            return self._ids[key]
+        return self._trimmed[key][-1] if key in self._trimmed else None
 
     def users(self) -> dict[str, Entry]:
         return {user: dict(join) for user, join in self._users.items()}
+
+    def last_config(self) -> Entry | None:
+        return _copy(self._config)
+
+    def state(self) -> ChatState:
+        return self._state
+
+    def save_state(self, state: ChatState) -> None:
+        _check_state(state)
+        self._state = state
 
     def close(self) -> None:
         pass
@@ -306,17 +505,23 @@ class SqliteStore:
     """The store in an SQLite file (WAL, synchronous=NORMAL): survives restarts.
 
     synchronous=NORMAL may lose the last transactions to a power cut, never to a crash of
-    the daemon, and a lost tail is replicated on the other daemons anyway. The WAL is
-    checkpointed by a `_Checkpointer` every CHECKPOINT_EVERY transactions, not in a commit.
+    the daemon (a committed transaction is in the WAL, which the kernel holds), so what the
+    daemon acknowledged after storing it survives the daemon. The WAL is checkpointed by a
+    `_Checkpointer` every CHECKPOINT_EVERY transactions, not in a commit.
+
+    The positions (base, last entry, commit point, last config) are cached; a transaction
+    that fails re-reads them from the file it rolled back.
     """
 
     def __init__(self, path: str, retention: int) -> None:
         self.path = path
         self._retention = _check_retention(retention)
         self._slack = retention_slack(retention)
-        # hash((user, id)) of the retained entries, counted: `find` asks SQLite only on a hit,
-        # and nearly every proposal is new (about 9 MB at the default retention of 100,000).
+        # hash((user, id)) of the held entries and the trimmed ids, counted: `find` asks SQLite
+        # only on a hit, and nearly every proposal is new (about 9 MB at the default retention
+        # of 100,000). _key_changes collects a transaction's changes until it commits.
         self._keys: Counter[int] = Counter()
+        self._key_changes: Counter[int] = Counter()
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)
@@ -339,6 +544,7 @@ class SqliteStore:
                 for statement in _SCHEMA_1 + _SCHEMA_2:
                     self._db.execute(statement)
                 self._db.execute("INSERT INTO base (seq, term) VALUES (0, 0)")
+                version = 2  # an empty version 2 file, upgraded below like any other
             elif application_id != APPLICATION_ID:
                 raise StoreError(f"{self.path}: not a dsd chat store")
             elif version > SCHEMA_VERSION:
@@ -346,15 +552,16 @@ class SqliteStore:
                     f"{self.path}: chat store schema version {version} is newer than this dsd's "
                     f"({SCHEMA_VERSION}); upgrade dsd or move the file away"
                 )
-            elif version == 1:
+            if version == 1:
                 self._upgrade_from_1()
+            if version <= 2:
+                self._upgrade_from_2()
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            base_seq, base_term = self._db.execute("SELECT seq, term FROM base").fetchone()
-            last = self._db.execute("SELECT seq, term FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-            self._base_seq, self._base_term = base_seq, base_term
-            self._last, self._last_term = last or (base_seq, base_term or 0)
+            self._read_positions()
             self._trim()
-            self._keys = Counter(hash(key) for key in self._db.execute("SELECT user, id FROM entries"))
+            self._keys = Counter(hash(key) for key in self._db.execute(
+                "SELECT user, id FROM entries UNION ALL SELECT user, id FROM trimmed_ids"
+            ))
         # Only now: never switch the journal of a file that turned out not to be ours.
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -373,6 +580,37 @@ class SqliteStore:
         else:
             self._db.execute("INSERT INTO base (seq, term) VALUES (?, NULL)", (first - 1,))
 
+    def _upgrade_from_2(self) -> None:
+        """Add the commit point, the chat state, the base config and the trimmed ids.
+
+        Older files held committed entries only, and no config entries: everything is
+        committed, the epoch is the highest term seen, and there is no config anywhere.
+        """
+        for statement in _SCHEMA_3:
+            self._db.execute(statement)
+        last, term = self._db.execute("SELECT MAX(seq), MAX(term) FROM entries").fetchone()
+        base_seq, base_term = self._db.execute("SELECT seq, term FROM base").fetchone()
+        epoch = max((t for t in (term, base_term) if t is not None), default=0)
+        self._db.execute("INSERT INTO commit_point (seq) VALUES (?)", (base_seq if last is None else last,))
+        self._db.execute("INSERT INTO state (cluster, epoch, voted_for) VALUES ('', ?, '')", (epoch,))
+
+    def _read_positions(self) -> None:
+        db = self._db
+        self._base_seq, self._base_term = db.execute("SELECT seq, term FROM base").fetchone()
+        last = db.execute("SELECT seq, term FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        self._last, self._last_term = last or (self._base_seq, self._base_term or 0)
+        self._committed = db.execute("SELECT seq FROM commit_point").fetchone()[0]
+        self._config = self._config_upto(self._last)
+
+    def _config_upto(self, seq: int) -> Entry | None:
+        """The latest config entry held at or before `seq`, else the base's (an indexed look-up)."""
+        found = _entries(self._db.execute(_CONFIG_UPTO, (seq,)))
+        return found[0] if found else self._base_config()
+
+    def _base_config(self) -> Entry | None:
+        found = _entries(self._db.execute(f"SELECT {_COLUMNS} FROM base_config"))
+        return found[0] if found else None
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
@@ -383,79 +621,143 @@ class SqliteStore:
             raise
         self._db.execute("COMMIT")
 
-    def _trim(self) -> list[tuple[str, str]]:
-        """Delete what retention no longer keeps, moving the base forward; inside a transaction.
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction: the cached positions and key counts follow the file, committed or rolled back."""
+        self._key_changes = Counter()
+        try:
+            with self._transaction():
+                yield
+        except BaseException:
+            self._read_positions()
+            raise
+        for digest, change in self._key_changes.items():
+            count = self._keys[digest] + change
+            if count:
+                self._keys[digest] = count
+            else:
+                del self._keys[digest]
+        self._transactions += 1
+        if self._transactions % CHECKPOINT_EVERY == 0:
+            self._checkpointer.request()
 
-        Returns the (user, id) of the entries deleted."""
-        first = _kept_from(self._base_seq + 1, self._last, self._retention, self._slack)
+    def _forget_keys(self, keys: Iterable[Key]) -> None:
+        self._key_changes.subtract(hash(key) for key in keys)
+
+    def _trim(self) -> None:
+        """Delete the committed entries retention no longer keeps, moving the base forward; inside a transaction.
+
+        A trimmed entry's (user, id) moves to trimmed_ids (but a config's), and the trimmed ids
+        older than DEDUPE_SECONDS before the last committed entry go.
+        """
+        first = _kept_from(self._base_seq + 1, self._committed, self._retention, self._slack)
         if first == self._base_seq + 1:
-            return []
-        deleted = self._db.execute("SELECT user, id FROM entries WHERE seq < ?", (first,)).fetchall()
+            return
+        db = self._db
+        db.execute(
+            "INSERT INTO trimmed_ids (user, id, seq, time) "
+            "SELECT user, id, seq, time FROM entries WHERE seq < ? AND kind != 'config'",
+            (first,),
+        )
+        configs = _entries(db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE kind = 'config' AND seq < ? ORDER BY seq", (first,)
+        ))
+        if configs:
+            self._forget_keys((config["user"], config["id"]) for config in configs)
+            db.execute("DELETE FROM base_config")
+            db.execute(_INSERT_BASE_CONFIG, _row(configs[-1]))
         if self._base_term is not None:
-            trimmed = _entries(self._db.execute(
-                f"SELECT {_COLUMNS} FROM entries WHERE seq < ? AND kind != 'message' ORDER BY seq", (first,)
-            ))
+            trimmed = _entries(db.execute(_PRESENCE_BETWEEN, (self._base_seq, first - 1)))
             self._set_presence("base_presence", _presence_changes(trimmed))
-            self._base_term = self._db.execute("SELECT term FROM entries WHERE seq = ?", (first - 1,)).fetchone()[0]
+            self._base_term = db.execute("SELECT term FROM entries WHERE seq = ?", (first - 1,)).fetchone()[0]
         self._base_seq = first - 1
-        self._db.execute("UPDATE base SET seq = ?, term = ?", (self._base_seq, self._base_term))
-        self._db.execute("DELETE FROM entries WHERE seq < ?", (first,))
-        return deleted
+        db.execute("UPDATE base SET seq = ?, term = ?", (self._base_seq, self._base_term))
+        db.execute("DELETE FROM entries WHERE seq < ?", (first,))
+        newest = db.execute("SELECT time FROM entries WHERE seq = ?", (self._committed,)).fetchone()[0]
+        oldest = newest - DEDUPE_SECONDS
+        self._forget_keys(db.execute("SELECT user, id FROM trimmed_ids WHERE time < ?", (oldest,)).fetchall())
+        db.execute("DELETE FROM trimmed_ids WHERE time < ?", (oldest,))
 
     def _set_presence(self, table: str, changes: dict[str, Entry | None]) -> None:
+        if not changes:  # nearly every commit: messages only
+            return
         gone = [(user,) for user, join in changes.items() if join is None]
         self._db.executemany(f"DELETE FROM {table} WHERE user = ?", gone)
         joined = [_row(join) for join in changes.values() if join is not None]
         self._db.executemany(f"INSERT OR REPLACE INTO {table} ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", joined)
 
-    def append(self, entries: list[Entry]) -> None:
+    def _commit(self, seq: int) -> None:
+        """Commit up to `seq` (> committed()); inside a transaction."""
+        committing = _entries(self._db.execute(_PRESENCE_BETWEEN, (self._committed, seq)))
+        self._set_presence("presence", _presence_changes(committing))
+        self._db.execute("UPDATE commit_point SET seq = ?", (seq,))
+        self._committed = seq
+        self._trim()
+
+    def append(self, entries: list[Entry], commit: int | None = None) -> None:
         _check_batch(entries, self._last)
-        if not entries:
+        if commit is not None:
+            _check_seq("commit", commit, self._committed, self._last + len(entries))
+        if not entries and commit in (None, self._committed):
             return
-        saved = self._base_seq, self._base_term, self._last, self._last_term
-        try:
-            with self._transaction():
+        with self._write():
+            if entries:
                 self._db.executemany(_INSERT, map(_row, entries))
-                self._set_presence("presence", _presence_changes(entries))
+                self._key_changes.update(hash((entry["user"], entry["id"])) for entry in entries)
                 self._last, self._last_term = entries[-1]["seq"], entries[-1]["term"]
-                deleted = self._trim()
-        except BaseException:
-            self._base_seq, self._base_term, self._last, self._last_term = saved
-            raise
-        self._transactions += 1
-        if self._transactions % CHECKPOINT_EVERY == 0:
-            self._checkpointer.request()
-        self._keys.update(hash((entry["user"], entry["id"])) for entry in entries)
-        for key in deleted:
-            digest = hash(key)
-            self._keys[digest] -= 1
-            if not self._keys[digest]:
-                del self._keys[digest]
+                self._config = _last_config(entries, self._config)
+            if commit is not None and commit > self._committed:
+                self._commit(commit)
+
+    def truncate(self, after: int) -> None:
+        _check_seq("truncate after", after, self._committed, self._last)
+        if after == self._last:
+            return
+        with self._write():
+            self._forget_keys(self._db.execute("SELECT user, id FROM entries WHERE seq > ?", (after,)).fetchall())
+            self._db.execute("DELETE FROM entries WHERE seq > ?", (after,))
+            self._last, self._last_term = after, self.term_at(after) or 0
+            if self._config is not None and self._config["seq"] > after:
+                self._config = self._config_upto(after)
+
+    def commit(self, seq: int) -> None:
+        _check_seq("commit", seq, self._committed, self._last)
+        if seq == self._committed:
+            return
+        with self._write():
+            self._commit(seq)
+
+    def committed(self) -> int:
+        return self._committed
 
     def install(self, base: Base) -> None:
         _check_base(base)
         joins: dict[str, Entry | None] = {
             join["user"]: join for join in sorted(base.users.values(), key=itemgetter("seq"))
         }
-        with self._transaction():
-            self._db.execute("DELETE FROM entries")
-            for table in ("presence", "base_presence"):
+        with self._write():
+            for table in ("entries", "presence", "base_presence", "base_config", "trimmed_ids"):
                 self._db.execute(f"DELETE FROM {table}")
+            for table in ("presence", "base_presence"):
                 self._set_presence(table, joins)
+            if base.config is not None:
+                self._db.execute(_INSERT_BASE_CONFIG, _row(base.config))
             self._db.execute("UPDATE base SET seq = ?, term = ?", (base.seq, base.term))
-        self._base_seq, self._base_term = base.seq, base.term
-        self._last, self._last_term = base.seq, base.term
+            self._db.execute("UPDATE commit_point SET seq = ?", (base.seq,))
         self._keys.clear()
+        self._read_positions()
 
-    def read(self, after: int, limit: int) -> list[Entry]:
+    def read(self, after: int, limit: int, upto: int | None = None) -> list[Entry]:
         if limit <= 0:  # SQLite reads a negative LIMIT as none
             return []
-        return _entries(self._db.execute(_READ, (after, limit)))
+        return _entries(self._db.execute(_READ, (after, self._last if upto is None else upto, limit)))
 
     def latest(self, limit: int) -> list[Entry]:
         if limit <= 0:
             return []
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq DESC LIMIT ?", (limit,))
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE seq <= ? ORDER BY seq DESC LIMIT ?", (self._committed, limit)
+        )
         return _entries(reversed(rows.fetchall()))
 
     def last_seq(self) -> int:
@@ -464,6 +766,12 @@ class SqliteStore:
     def last_term(self) -> int:
         return self._last_term
 
+    def term_at(self, seq: int) -> int | None:
+        if seq == self._base_seq:
+            return self._base_term
+        row = self._db.execute("SELECT term FROM entries WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else row[0]
+
     def first_seq(self) -> int:
         return self._base_seq + 1
 
@@ -471,19 +779,37 @@ class SqliteStore:
         if self._base_term is None:
             return None
         users = _entries(self._db.execute(f"SELECT {_COLUMNS} FROM base_presence ORDER BY seq"))
-        return Base(self._base_seq, self._base_term, {join["user"]: join for join in users})
+        return Base(self._base_seq, self._base_term, {join["user"]: join for join in users}, self._base_config())
 
     def find(self, user: str, id: str) -> int | None:
         if hash((user, id)) not in self._keys:
             return None
         row = self._db.execute(
-            "SELECT seq FROM entries WHERE user = ? AND id = ? ORDER BY seq DESC LIMIT 1", (user, id)
+            "SELECT seq FROM entries WHERE user = ? AND id = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+            (user, id, self._committed),
         ).fetchone()
-        return None if row is None else row[0]
+        if row is None:
+            row = self._db.execute("SELECT MAX(seq) FROM trimmed_ids WHERE user = ? AND id = ?", (user, id))
+            row = row.fetchone()
+        return row[0]
 
     def users(self) -> dict[str, Entry]:
         joins = _entries(self._db.execute(f"SELECT {_COLUMNS} FROM presence ORDER BY seq"))
         return {join["user"]: join for join in joins}
+
+    def last_config(self) -> Entry | None:
+        return _copy(self._config)
+
+    def state(self) -> ChatState:
+        return ChatState(*self._db.execute("SELECT cluster, epoch, voted_for FROM state").fetchone())
+
+    def save_state(self, state: ChatState) -> None:
+        _check_state(state)
+        with self._write():
+            self._db.execute(
+                "UPDATE state SET cluster = ?, epoch = ?, voted_for = ?",
+                (state.cluster, state.epoch, state.voted_for),
+            )
 
     def close(self) -> None:
         self._checkpointer.stop()
