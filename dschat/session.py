@@ -31,7 +31,8 @@ EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 3, 4
 
 HEARTBEAT_INTERVAL = 3.0  # the daemon's client_timeout (10 s by default) / 3, with margin
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 2.0
-RETRY_LATER = ("rate_limited", "unavailable")
+RETRY_LATER = ("rate_limited", "unavailable", "no_quorum")
+HIDDEN_KINDS = ("config",)  # entries of the log that are the daemons' business: not shown
 FEED_TOPIC = b"chat."
 
 Request = Callable[..., Awaitable[dict[str, Any]]]
@@ -317,7 +318,7 @@ class Session:
                     raise Fatal(EXIT_REFUSED, f"the daemon refuses the name {self.user!r}: {error.message}") from None
                 if error.code == "too_many_clients":  # full: another daemon may have room
                     raise Unreachable(f"{endpoint}: {error.message}") from None
-                if error.code != "unavailable":
+                if error.code not in ("unavailable", "no_quorum"):
                     raise Fatal(EXIT_FAILED, f"{endpoint} refused chat.join: {error}") from None
                 if asyncio.get_running_loop().time() >= deadline:
                     raise Unreachable(f"{endpoint}: the chat is unavailable ({error.message})") from None
@@ -395,6 +396,9 @@ class Session:
             try:
                 result = await self.call("chat.send", **self._me, id=outgoing.id, text=outgoing.text)
             except DaemonError as error:
+                if error.code == "no_quorum" and len(self.endpoints) > 1 and self._link is not None:
+                    self._lose(self._link, f"{error.message} ({error.code})")  # another may be on the majority side
+                    continue
                 if error.code in RETRY_LATER:
                     self.output.notice(f"{error.message} ({error.code}); retrying in {delay:g}s")
                     await asyncio.sleep(delay)
@@ -460,6 +464,8 @@ class Session:
                 self._behind.set()
 
     def _deliver(self, entries: list[Entry]) -> None:
+        shown = [entry for entry in entries if entry.get("kind") not in HIDDEN_KINDS]
+        if shown:
+            self.output.show(shown)
         if entries:
-            self.output.show(entries)
             self._progress.set()  # our own messages in the log count as acknowledged

@@ -34,19 +34,26 @@ def table(rows: list[list[str]]) -> str:
 
 
 def render_view(view: dict[str, Any]) -> str:
-    rows = [["", "NAME", "ADDRESS", "PRIORITY", "STATE", "ROLE", "LEADER", "TERM", "LAST SEEN"]]
+    rows = [["", "NAME", "ADDRESS", "PRIORITY", "STATE", "ROLE", "CHAT", "LEADER", "TERM", "LAST SEEN"]]
     for server in view["servers"]:
         mark = "*" if server["name"] == view["leader"] else ""
         name = server["name"] + (" (self)" if server["name"] == view["self"] else "")
         rows.append([
             mark, name, server["address"] or "-", str(server["priority"]), server["state"],
-            server.get("role", ""), server["leader"] or "-", str(server["term"]), f"{server['last_seen']:.1f}s",
+            server.get("role", ""), server.get("chat", "-"), server["leader"] or "-", str(server["term"]), f"{server['last_seen']:.1f}s",
         ])
     leader = view["leader"] or "none (election in progress)"
     text = table(rows) + f"\n\nleader: {leader}  term: {view['term']}  servers: {len(view['servers'])}"
     clients = view.get("clients", [])
     users = ", ".join(f"{c['user']} ({c['server']})" for c in clients) or "none"
-    return text + f"\nchat users: {users}"
+    text += f"\nchat users: {users}"
+    if view.get("chat_cluster"):
+        text += f"\nchat cluster: {view['chat_cluster']}"
+    others = sorted({server["name"] for server in view["servers"] if server.get("chat") == "other cluster"})
+    if others:
+        text += (f"\nwarning: {', '.join(others)} belong(s) to another chat cluster; the two never merge "
+                 "(README: two chat clusters)")
+    return text
 
 
 def render_leader(result: dict[str, Any]) -> str:
@@ -66,6 +73,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "info": render_pairs,
     "ping": lambda result: "pong",
     "elect": lambda result: f"election started (term was {result['term']})",
+    "forget": lambda result: f"removing {result['forgetting']} from the chat's voters",
     "server-key": lambda result: result["server_key"],
 }
 
@@ -102,7 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, text in [(c.name, c.help) for c in OPERATOR_COMMANDS.values()] + [("watch", WATCH_HELP)]:
-        sub.add_parser(name, help=text, description=text, parents=[common])
+        command = sub.add_parser(name, help=text, description=text, parents=[common])
+        for arg in OPERATOR_COMMANDS[name].args if name in OPERATOR_COMMANDS else ():
+            command.add_argument(arg.name, metavar=arg.name.upper(), type=arg.kind)
     keys = sub.add_parser("keygen", help=KEYGEN_HELP, description=KEYGEN_HELP, parents=[common])
     keys.add_argument("directory", metavar="DIR", help="where to write them (made if missing)")
     keys.add_argument("name", metavar="NAME", help="the files' name: 1-64 characters of A-Z a-z 0-9 . _ -")
@@ -171,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         with ControlClient(endpoint, timeout=args.timeout, curve=curve) as client:
             if args.command == "watch":
                 return watch(client, args.json)
-            result = client.request(args.command)
+            arguments = {arg.name: getattr(args, arg.name) for arg in OPERATOR_COMMANDS[args.command].args}
+            result = client.request(args.command, **arguments)
     except Unreachable as error:
         print(f"dsctl: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -50,6 +50,8 @@ class Daemon(Protocol):
 
     def elect(self) -> dict[str, Any]: ...
 
+    def forget(self, name: str) -> dict[str, Any]: ...
+
     def server_key(self) -> dict[str, Any]: ...
 
     def chat_request(self, request: Request, cmd: str, args: dict[str, Any]) -> dict[str, Any] | None: ...
@@ -119,6 +121,8 @@ COMMANDS: dict[str, Command] = {
         Command("leader", "the leader and the term", _leader),
         Command("stats", "datagram, election, chat and uptime counters", lambda d, r, a: d.stats()),
         Command("elect", "start an election now", lambda d, r, a: d.elect(), admin=True),
+        Command("forget", "remove NAME from the chat's voters at once (a daemon that is not coming back)",
+                lambda d, r, a: d.forget(a["name"]), (Arg("name", str, low=1, high=64),), admin=True),
         Command("server-key", "the daemon's public key, which TCP clients give as --server-key",
                 lambda d, r, a: d.server_key()),
         _chat_command("chat.join", "join the chat as USER (dschat does this)", USER, SESSION),

@@ -95,7 +95,8 @@ class ChatSettings:
     burst: int
     retention: int
     max_clients: int
-    cluster_size: int
+    bootstrap_expect: int
+    remove_dead_after: float
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,10 @@ _KEYS: tuple[_Key, ...] = (
          _int_range(100, 10**9), "a number of entries from 100 to 1000000000"),
     _Key("chat", "max_clients", int, 1000,
          _int_range(1, 10**6), "a number of users from 1 to 1000000"),
-    _Key("chat", "cluster_size", int, 0,
-         _int_range(0, 1000), "0 (no quorum) or the number of daemons in the cluster, at most 1000"),
+    _Key("chat", "bootstrap_expect", int, 0,
+         _int_range(0, 1000), "0 (form the chat with whoever is there) or the daemons to wait for, at most 1000"),
+    _Key("chat", "remove_dead_after", float, 30.0,
+         lambda v: 1 <= v <= 86400, "seconds from 1 to 86400"),
     _Key("log", "level", str, "info",
          lambda v: v in _LOG_LEVELS, "one of " + ", ".join(f'"{x}"' for x in _LOG_LEVELS),
          normalize=str.lower),
@@ -409,10 +412,20 @@ def _reject_unknown(data: dict[str, Any], where: str) -> None:
                               f"must be a section, written [{section}]")
         known = [key.name for key in _KEYS if key.section == section]
         for name, value in table.items():
+            if (section, name) in _REMOVED:
+                raise ConfigError(f"{where}: [{section}] {name} = {_toml(value)}: {_REMOVED[section, name]}")
             if name not in known:
                 raise ConfigError(f"{where}: [{section}] {_toml_key(name)} = {_toml(value)}: "
                                   f"unknown key{_did_you_mean(name, known)}; "
                                   f"[{section}] allows: {', '.join(known)}")
+
+
+# Keys of earlier versions, and what replaced them: a file that still sets one stops dsd.
+_REMOVED = {
+    ("chat", "cluster_size"): "no longer exists: the chat's voters are now kept in its log and change as "
+                              "daemons join and leave, so remove this line (to wait for N daemons before the "
+                              "chat forms for the first time, set [chat] bootstrap_expect = N)",
+}
 
 
 def _did_you_mean(name: str, choices: Iterable[str]) -> str:

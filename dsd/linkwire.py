@@ -2,13 +2,14 @@
 
 The chat log travels here, not over multicast: the leader replicates entries to the
 followers (APPEND/ACK), followers forward their clients' proposals to the leader
-(FORWARD/RESULT), and a new leader gathers the survivors' logs before it sequences
-anything (GATHER/STATUS, then FETCH/ENTRIES from the most advanced one). A daemon that
-needs entries its source no longer retains gets a SNAPSHOT first: where the retained
-log starts and who is present there.
+(FORWARD/RESULT), and a new sequencer wins its epoch from a quorum of voters, who tell it
+their logs (GATHER/STATUS or REFUSE), then fetches the most advanced one (FETCH/ENTRIES).
+A daemon that needs entries its source no longer retains gets a SNAPSHOT first: where the
+retained log starts, who is present there and the configuration. REMOVE asks the
+sequencer to take a daemon out of the configuration.
 
 A message is one JSON object with ``"t"`` naming its type; every message carries the
-sender's name and the election term it belongs to. Decoding is strict, as in
+sender's name and its chat epoch (``term``: see `dsd.core.chat`). Decoding is strict, as in
 `dsd.wire`: anything malformed raises `LinkError` and never reaches the core.
 """
 
@@ -24,13 +25,18 @@ from dsd.wire import MAX_INT, NAME_PATTERN, decode_object, utf8_size
 MAX_LINK_MESSAGE = 4 * 1024 * 1024
 MAX_BATCH = 512  # entries or proposals in one message
 MAX_TEXT_BYTES = 64 * 1024  # hard ceiling; [chat] max_message is the configured limit
-KINDS = ("message", "join", "leave", "timeout")
+KINDS = ("message", "join", "leave", "timeout", "config")
+PROPOSAL_KINDS = KINDS[:4]
 USER_PATTERN = re.compile(r"[^\W_][\w.-]{0,31}\Z")
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")  # a client's message id
+ENTRY_ID_PATTERN = re.compile(r"[A-Za-z0-9_:-]{1,64}\Z")  # also a daemon's own ids, which hold ':'
+CLUSTER_PATTERN = re.compile(r"([a-z0-9-]{1,64})?\Z")  # "" before the cluster is formed
+REASONS = ("epoch", "cluster", "leader")
 SESSION_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
 
 Entry = dict[str, Any]
-"""A sequenced log entry: seq, term, kind, user, text, id, server, session, time."""
+"""A sequenced log entry: seq, term, kind, user, text, id, server, session, time.
+A config entry has user and session "" and the configuration's JSON as text."""
 Proposal = dict[str, Any]
 """An entry before sequencing: kind, user, text, id, server, session."""
 
@@ -65,20 +71,23 @@ class Result:
 
 @dataclass(frozen=True)
 class Append:
-    """Leader -> follower: entries after ``prev``, and the leader's commit point."""
+    """Sequencer -> follower: entries after ``prev`` (an entry of ``prev_term``), the sequencer's
+    commit point, and its cluster."""
 
     TYPE: ClassVar[str] = "append"
     src: str
     term: int
+    cluster: str
     prev: int
+    prev_term: int
     entries: list[Entry]
     commit: int
 
 
 @dataclass(frozen=True)
 class Ack:
-    """Follower -> leader: my log matches yours up to ``last`` and is committed up to ``commit``;
-    ``need`` > 0: resend from there."""
+    """Follower -> sequencer: my log matches yours up to ``last`` (checked by log matching) and is
+    committed up to ``commit``; ``need`` > 0: resend from there."""
 
     TYPE: ClassVar[str] = "ack"
     src: str
@@ -90,23 +99,47 @@ class Ack:
 
 @dataclass(frozen=True)
 class Gather:
-    """New leader -> everyone: stop taking entries from older terms; tell me your log."""
+    """Candidate -> everyone: promise me epoch ``term`` (take nothing from an older one); tell me your log."""
 
     TYPE: ClassVar[str] = "gather"
     src: str
     term: int
+    cluster: str
 
 
 @dataclass(frozen=True)
 class Status:
-    """Answer to GATHER: how far my log goes."""
+    """Answer to GATHER: I promised epoch ``term`` to you (on disk); this is how far my log goes."""
 
     TYPE: ClassVar[str] = "status"
     src: str
     term: int
+    cluster: str
     commit: int
     last: int
     last_term: int
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Answer to GATHER or APPEND: not you; ``term`` is my epoch. ``reason``: epoch (I promised
+    a newer one), cluster (I belong to ``cluster``, not yours) or leader (you are not my leader)."""
+
+    TYPE: ClassVar[str] = "refuse"
+    src: str
+    term: int
+    cluster: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Anyone -> sequencer: take ``name`` out of the configuration (it is leaving, or an operator said so)."""
+
+    TYPE: ClassVar[str] = "remove"
+    src: str
+    term: int
+    name: str
 
 
 @dataclass(frozen=True)
@@ -147,11 +180,12 @@ class Snapshot:
     offset: int
     total: int
     users: list[Entry]
+    config: Entry | None
 
 
-LinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Fetch, Entries, Snapshot]
+LinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Refuse, Remove, Fetch, Entries, Snapshot]
 LINK_TYPES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Forward, Result, Append, Ack, Gather, Status, Fetch, Entries, Snapshot)
+    cls.TYPE: cls for cls in (Forward, Result, Append, Ack, Gather, Status, Refuse, Remove, Fetch, Entries, Snapshot)
 }
 
 
@@ -197,6 +231,8 @@ def _check_snapshot(message: Snapshot) -> None:
         raise LinkError("snapshot: a join at seq 0")
     if len({join["user"] for join in message.users}) != len(message.users):
         raise LinkError("snapshot: a user twice")
+    if message.config is not None and message.config["seq"] > message.base:
+        raise LinkError("snapshot: a config after the base")
 
 
 def _is_count(value: object) -> bool:
@@ -207,11 +243,20 @@ def _check_field(kind: str, name: str, value: object) -> None:
     if name == "src":
         ok = isinstance(value, str) and NAME_PATTERN.match(value) is not None
     elif name == "entries":
-        ok = _is_batch(value) and all(_is_record(e, ENTRY_KEYS) for e in value)  # type: ignore[union-attr]
+        ok = _is_batch(value) and all(_is_entry(e) for e in value)  # type: ignore[union-attr]
     elif name == "users":
         ok = _is_batch(value) and all(_is_join(j) for j in value)  # type: ignore[union-attr]
+    elif name == "config":
+        ok = value is None or (_is_entry(value) and value["kind"] == "config")  # type: ignore[index]
     elif name == "proposals":
-        ok = _is_batch(value) and all(_is_record(p, PROPOSAL_KEYS) for p in value)  # type: ignore[union-attr]
+        ok = _is_batch(value) and all(
+            _is_record(p, PROPOSAL_KEYS) and p["kind"] in PROPOSAL_KINDS for p in value)  # type: ignore[union-attr, index]
+    elif name == "cluster":
+        ok = isinstance(value, str) and CLUSTER_PATTERN.match(value) is not None
+    elif name == "reason":
+        ok = value in REASONS
+    elif name == "name":
+        ok = isinstance(value, str) and NAME_PATTERN.match(value) is not None
     elif name == "results":
         ok = _is_batch(value) and all(_is_result(r) for r in value)  # type: ignore[union-attr]
     else:
@@ -231,8 +276,24 @@ def _is_record(record: object, keys: tuple[str, ...]) -> bool:
     return all(_record_field_ok(key, record[key]) for key in keys)
 
 
+def _is_entry(record: object) -> bool:
+    """An entry; a config entry has no user or session, and a configuration as its text."""
+    if not isinstance(record, dict) or set(record) != set(ENTRY_KEYS):
+        return False
+    if record["kind"] != "config":
+        return all(_record_field_ok(key, record[key]) for key in ENTRY_KEYS)
+    if record["user"] != "" or record["session"] != "" or not isinstance(record["text"], str):
+        return False
+    from dsd.core.chat.config import parse  # here, not above: the core imports this module
+    try:
+        parse(record["text"])
+    except ValueError:
+        return False
+    return all(_record_field_ok(key, record[key]) for key in ENTRY_KEYS if key not in ("user", "session", "text"))
+
+
 def _is_join(record: object) -> bool:
-    return _is_record(record, ENTRY_KEYS) and record["kind"] == "join"  # type: ignore[index]
+    return _is_entry(record) and record["kind"] == "join"  # type: ignore[index]
 
 
 def _record_field_ok(key: str, value: object) -> bool:
@@ -243,7 +304,7 @@ def _record_field_ok(key: str, value: object) -> bool:
     if key == "user":
         return isinstance(value, str) and USER_PATTERN.match(value) is not None
     if key == "id":
-        return isinstance(value, str) and ID_PATTERN.match(value) is not None
+        return isinstance(value, str) and ENTRY_ID_PATTERN.match(value) is not None
     if key == "session":
         return isinstance(value, str) and SESSION_PATTERN.match(value) is not None
     if key == "server":

@@ -43,7 +43,7 @@ def chat_limits_of(settings: Settings) -> ChatLimits:
     c, t = settings.chat, settings.timing
     return ChatLimits(
         client_timeout=c.client_timeout, max_message=c.max_message, rate=c.rate, burst=c.burst,
-        max_clients=c.max_clients, cluster_size=c.cluster_size,
+        max_clients=c.max_clients, bootstrap_expect=c.bootstrap_expect, remove_dead_after=c.remove_dead_after,
         resend_interval=t.heartbeat_interval, request_timeout=max(5.0, 3 * t.failure_timeout),
         gather_timeout=2 * t.failure_timeout,
     )
@@ -96,9 +96,9 @@ class Service:
         self.store = open_store(settings.node.state_dir, settings.chat.retention)
         self.chat = Chat(
             settings.node.name, self.store, chat_limits_of(settings),
-            epoch=time.time() - self.loop.time(), incarnation=incarnation,
+            wall_offset=time.time() - self.loop.time(), incarnation=incarnation, priority=settings.node.priority,
         )
-        self._chat_view: tuple[str | None, int, frozenset[str]] = (None, 0, frozenset())
+        self._chat_view: tuple[str | None, dict[str, int]] = (None, {})
         self.notifier = Notifier()
         self.started = time.time()
         self.datagrams_sent = 0
@@ -144,11 +144,26 @@ class Service:
             await self._stopping.wait()
         finally:
             self.notifier.stopping()
+            await self._retire_from_chat()
             log.info("stopping: leaving the cluster")
             self._apply(self.node.leave(self.loop.time()))
             for task in tasks:
                 await cancel(task)
             self.close()
+
+    async def _retire_from_chat(self) -> None:
+        """SIGTERM: leave the chat's configuration before leaving the cluster, for at most
+        2 * failure_timeout; past that the others count this daemon as crashed."""
+        if self.chat.retired():
+            return
+        log.info("stopping: leaving the chat's voters")
+        self._apply(self.chat.retire(self.loop.time()))
+        deadline = self.loop.time() + 2 * self.settings.timing.failure_timeout
+        while not self.chat.retired() and self.loop.time() < deadline:
+            await asyncio.sleep(self.settings.timing.heartbeat_interval / 4)
+        if not self.chat.retired():
+            log.warning("stopping: still a voter of the chat; the others will remove this daemon after "
+                        "[chat] remove_dead_after")
 
     def close(self) -> None:
         if self._timer is not None:
@@ -293,11 +308,11 @@ class Service:
         """Tell the chat core about a new leader, term or set of peers, and connect the links."""
         node = self.node
         peers = {p.name: (p.endpoint, p.link_key) for p in node.peers}
-        view = (node.leader, node.term, frozenset(peers))
+        view = (node.leader, {p.name: p.priority for p in node.peers})
         self.links.connect(peers)
         if view != self._chat_view:
             self._chat_view = view
-            self._apply(self.chat.set_view(node.leader, node.term, view[2], self.loop.time()))
+            self._apply(self.chat.set_view(view[0], view[1], self.loop.time()))
 
     def _rearm(self) -> None:
         deadlines = [d for d in (self.node.next_deadline(), self.chat.next_deadline()) if d is not None]
@@ -324,7 +339,11 @@ class Service:
     # -------------------------------------------------- commands.Daemon API
 
     def view(self) -> dict[str, Any]:
-        return {**self.node.view(self.loop.time()), "clients": self.chat.who()}
+        view = self.node.view(self.loop.time())
+        roles = self.chat.roles()
+        for server in view["servers"]:
+            server["chat"] = roles.get(server["name"], "not a member")
+        return {**view, "chat_cluster": self.chat.cluster, "clients": self.chat.who()}
 
     def info(self) -> dict[str, Any]:
         return {
@@ -355,7 +374,10 @@ class Service:
             "tcp_clients_refused": self.curve.refused if self.curve is not None else 0,
             "link_messages_rejected": self.link_messages_rejected + self.chat.counters.link_messages_ignored,
             "chat_role": self.chat.role,
-            "chat_quorum": self.chat.limits.quorum,
+            "chat_cluster": self.chat.cluster,
+            "chat_epoch": self.chat.epoch,
+            "chat_voters": sorted(self.chat.config.voters) if self.chat.config else [],
+            "chat_other_clusters": dict(sorted(self.chat.foreign.items())),
             "chat_last_seq": self.chat.commit,
             "chat_entries_sequenced": self.chat.counters.entries_sequenced,
             "chat_entries_committed": self.chat.counters.entries_committed,
@@ -364,6 +386,8 @@ class Service:
             "chat_duplicates_dropped": self.chat.counters.duplicates_dropped,
             "chat_snapshots_sent": self.chat.counters.snapshots_sent,
             "chat_snapshots_installed": self.chat.counters.snapshots_installed,
+            "chat_epochs_started": self.chat.counters.epochs_started,
+            "chat_config_changes": self.chat.counters.config_changes,
             "chat_clients_here": len(self.chat.sessions),
             "chat_users": len(self.chat.presence),
             "events_published": self.feed.published,
@@ -385,6 +409,13 @@ class Service:
         self._apply(self.node.request_election(self.loop.time()))
         self._follow_view()
         return {"started": True, "term": self.node.term}
+
+    def forget(self, name: str) -> dict[str, Any]:
+        config = self.chat.config
+        if config is None or name not in config.everyone():
+            raise commands.RequestError("not_a_voter", f"{name!r} is not one of the chat's voters")
+        self._apply(self.chat.forget(name, self.loop.time()))
+        return {"forgetting": name}
 
     def chat_request(self, request: commands.Request, cmd: str, args: dict[str, Any]) -> dict[str, Any] | None:
         chat, now = self.chat, self.loop.time()

@@ -4,7 +4,7 @@ Links are per-pair FIFO queues with random delay and (optionally) loss, as ZeroM
 TCP is: ordered, but a message in flight can be lost when a connection breaks. The
 membership is scripted rather than simulated (the election has its own simulation in
 `tests.simnet`): after a crash, every survivor is told, after a detection delay, that the
-highest-named survivor leads in the next term. Every link message goes through
+highest-named survivor leads. Every link message goes through
 `dsd.linkwire` both ways. Clients are plain records of what they sent and what the
 daemon answered. With a small retention, a daemon that comes back after more than that
 many entries catches up from a snapshot: its log then starts after the snapshot's base.
@@ -44,6 +44,11 @@ class SimStore(MemoryStore):
         self.installed.append(base.seq)
 
 
+def log_of(store: MemoryStore) -> list[tuple[int, str, str]]:
+    """A store's retained committed log as (seq, user, id)."""
+    return [(e["seq"], e["user"], e["id"]) for e in store.read(0, 10**9, upto=store.committed())]
+
+
 @dataclass
 class SimDaemon:
     chat: Chat
@@ -70,7 +75,6 @@ class ChatSim:
         self.delay = delay
         self.limits = limits
         self.now = 0.0
-        self.term = 0
         self.daemons: dict[str, SimDaemon] = {}
         self.clients: dict[str, SimClient] = {}
         self.replies: dict[int, tuple[str, dict[str, Any] | None, tuple[str, str] | None]] = {}
@@ -89,7 +93,7 @@ class ChatSim:
     # ------------------------------------------------------------ membership
 
     def _chat(self, name: str, store: SimStore) -> Chat:
-        chat = Chat(name, store, self.limits, epoch=1_700_000_000.0, incarnation=next(self._incarnations))
+        chat = Chat(name, store, self.limits, wall_offset=1_700_000_000.0, incarnation=next(self._incarnations))
         chat.start(self.now)
         return chat
 
@@ -97,22 +101,21 @@ class ChatSim:
         return sorted(name for name, d in self.daemons.items() if d.alive)
 
     def change_view(self, keep_leaders: bool = False) -> None:
-        """Tell every live daemon: the highest live name of its side leads in a new term.
+        """Tell every live daemon: the highest live name of its side leads.
 
-        Each side of a partition elects on its own (split brain), each in a term of its own;
-        with `keep_leaders`, a side whose members all follow a leader among them keeps it and
-        its term, as the bully protocol does when peers only go away."""
+        Each side of a partition elects on its own (split brain); with `keep_leaders`, a side
+        whose members all follow a leader among them keeps it, as the bully protocol does when
+        peers only go away."""
         for group in self.groups or [frozenset(self.daemons)]:
             live = [name for name in self.live() if name in group]
             leaders = {self.daemons[name].chat.leader for name in live}
             if keep_leaders and len(leaders) == 1 and (kept := leaders.pop()) in live:
-                leader, term = kept, self.daemons[kept].chat.term
+                leader = kept
             else:
-                self.term += 1
-                leader, term = (live[-1] if live else None), self.term
+                leader = live[-1] if live else None
             for name in live:
-                peers = frozenset(n for n in live if n != name)
-                self._apply(name, self.daemons[name].chat.set_view(leader, term, peers, self.now))
+                peers = {n: 100 for n in live if n != name}
+                self._apply(name, self.daemons[name].chat.set_view(leader, peers, self.now))
 
     def partition(self, *groups: set[str]) -> None:
         """Cut the links between `groups` (together: every daemon). A side that still holds
@@ -254,10 +257,7 @@ class ChatSim:
 
     def logs(self) -> dict[str, list[tuple[int, str, str]]]:
         """Every live daemon's retained committed log as (seq, user, id)."""
-        return {
-            name: [(e["seq"], e["user"], e["id"]) for e in self.daemons[name].store.read(0, 10**9)]
-            for name in self.live()
-        }
+        return {name: log_of(self.daemons[name].store) for name in self.live()}
 
     def check_one_order(self) -> dict[int, tuple[str, str]]:
         """Logs are slices of one sequence of seqs with no gaps, no (user, id) twice; each daemon
@@ -291,9 +291,9 @@ class ChatSim:
             for id, seq in client.acked.items():
                 for name, log in logs.items():
                     store = self.daemons[name].store
-                    assert seq <= store.last_seq() and (seq < store.first_seq() or log[seq] == (client.user, id)), (
+                    assert seq <= store.committed() and (seq < store.first_seq() or log[seq] == (client.user, id)), (
                         f"{client.user}/{id} acknowledged at {seq} is not there on {name}"
                     )
 
     def converged(self) -> bool:
-        return len({self.daemons[name].store.last_seq() for name in self.live()}) == 1
+        return len({self.daemons[name].store.committed() for name in self.live()}) == 1

@@ -43,12 +43,12 @@ DEFAULTS = {
                 "tcp_endpoint": "", "tcp_feed": "", "server_key": "/var/lib/dsd/server.key_secret",
                 "client_keys": "", "any_client": False, "admin_keys": ""},
     "chat": {"peer_endpoint": "", "client_timeout": 10.0, "max_message": 4096, "rate": 20.0,
-             "burst": 50, "retention": 100_000, "max_clients": 1000, "cluster_size": 0},
+             "burst": 50, "retention": 100_000, "max_clients": 1000, "bootstrap_expect": 0, "remove_dead_after": 30.0},
     "log": {"level": "info"},
 }
 STATIC_DEFAULTS = {"priority", "group", "port", "interface", "ttl", "heartbeat_interval",
                    "failure_timeout", "discovery_timeout", "preempt", "level", "peer_endpoint",
-                   "client_timeout", "max_message", "rate", "burst", "retention", "max_clients", "cluster_size", "tcp_endpoint",
+                   "client_timeout", "max_message", "rate", "burst", "retention", "max_clients", "bootstrap_expect", "remove_dead_after", "tcp_endpoint",
                    "tcp_feed", "secret_file", "client_keys", "any_client", "admin_keys"}
 
 
@@ -82,7 +82,7 @@ def test_no_file_gives_defaults() -> None:
         election=ElectionSettings(True),
         control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed", "", "",
                                 "/var/lib/dsd/server.key_secret", "", False, ""),
-        chat=ChatSettings("", 10.0, 4096, 20.0, 50, 100_000, 1000, 0),
+        chat=ChatSettings("", 10.0, 4096, 20.0, 50, 100_000, 1000, 0, 30.0),
         log=LogSettings("info"),
         source=None,
     )
@@ -339,8 +339,9 @@ BAD_VALUES = [
     ("chat", "retention", "99", "from 100"),
     ("chat", "max_clients", "0", "from 1"),
     ("chat", "max_clients", "1000001", "to 1000000"),
-    ("chat", "cluster_size", "-1", "0 (no quorum)"),
-    ("chat", "cluster_size", "1001", "at most 1000"),
+    ("chat", "bootstrap_expect", "-1", "0 (form the chat with whoever is there)"),
+    ("chat", "bootstrap_expect", "1001", "at most 1000"),
+    ("chat", "remove_dead_after", "0.5", "seconds from 1 to 86400"),
     ("log", "level", '"verbose"', '"debug"'),
     ("log", "level", '""', '"warning"'),
     ("log", "level", "1", '"error"'),
@@ -499,6 +500,11 @@ level = "ERROR"
 def test_example_file_parses_to_defaults() -> None:
     s = parse_settings(EXAMPLE.read_text(), str(EXAMPLE), ENV)
     assert as_dict(s) == DEFAULTS
+
+
+def test_a_removed_key_says_what_replaced_it() -> None:
+    with pytest.raises(ConfigError, match=r"\[chat\] cluster_size = 5: no longer exists: .*bootstrap_expect"):
+        parse("[chat]\ncluster_size = 5\n", "/etc/dsd.toml")
 
 
 def test_example_file_documents_every_key_with_its_default() -> None:

@@ -216,8 +216,8 @@ def test_elect_without_admin_rights_is_forbidden_and_not_run() -> None:
     assert answer({"cmd": "elect"}, admin=True) == {"ok": True, "result": {"started": True}}
 
 
-def test_only_elect_is_an_admin_command() -> None:
-    assert [name for name, command in commands.COMMANDS.items() if command.admin] == ["elect"]
+def test_only_elect_and_forget_are_admin_commands() -> None:
+    assert [name for name, command in commands.COMMANDS.items() if command.admin] == ["elect", "forget"]
     for cmd in ("ping", "view", "leader", "stats", "info", "server-key", "chat.who"):
         assert answer({"cmd": cmd}, admin=False)["ok"] is True, cmd
 

@@ -402,6 +402,10 @@ class StubDaemon:
     def elect(self) -> dict[str, Any]:
         return {"started": True}
 
+    def forget(self, name: str) -> dict[str, Any]:
+        self.calls.append(("forget", {"name": name}, None))
+        return {"forgetting": name}
+
     def server_key(self) -> dict[str, Any]:
         return {"server_key": "a" * 40}
 
@@ -833,7 +837,8 @@ GOOD: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("chat", "burst"): st.integers(1, 10**6) | st.sampled_from([1, 10**6]),
     ("chat", "retention"): st.integers(100, 10**9) | st.sampled_from([100, 10**9]),
     ("chat", "max_clients"): st.integers(1, 10**6) | st.sampled_from([1, 10**6]),
-    ("chat", "cluster_size"): st.integers(0, 1000) | st.sampled_from([0, 1000]),
+    ("chat", "bootstrap_expect"): st.integers(0, 1000) | st.sampled_from([0, 1000]),
+    ("chat", "remove_dead_after"): st.floats(1, 86400) | st.sampled_from([1, 30, 86400]),
     ("log", "level"): st.sampled_from(["debug", "info", "warning", "error"]).flatmap(
         lambda level: st.sampled_from([level, level.upper(), level.title()])),
 }

@@ -18,12 +18,13 @@ from dsd import linkwire
 from dsd.core.chat import Chat, ChatLimits
 from dsd.linkwire import (
     ENTRY_KEYS, LINK_TYPES, MAX_BATCH, MAX_LINK_MESSAGE, MAX_TEXT_BYTES, PROPOSAL_KEYS, Ack, Append,
-    Entries, Fetch, Forward, Gather, LinkError, Result, Snapshot, Status, decode, encode,
+    Entries, Fetch, Forward, Gather, Refuse, Remove, LinkError, Result, Snapshot, Status, decode, encode,
 )
 from dsd.store import MemoryStore
 from dsd.wire import MAX_INT
 
 SESSION = "alice-session-0001"
+CONFIG = '{"cluster":"c1a2","voters":[["h1",100],["h2",100]],"old":null}'
 
 
 def proposal(**changes: Any) -> dict[str, Any]:
@@ -37,17 +38,21 @@ def entry(**changes: Any) -> dict[str, Any]:
 
 
 SAMPLES = [
-    Forward("h1", 3, [proposal(), proposal(kind="join", text="", id="join-a-1")]),
+    Forward("h1", 3, [proposal(), proposal(kind="join", text="", id="join:a:1")]),
     Result("h2", 3, [{"user": "alice", "id": "m-1", "seq": 7},
                      {"user": "bob", "id": "m-2", "code": "not_joined", "message": "join first"}]),
-    Append("h2", 3, 6, [entry(seq=7), entry(seq=8, id="m-2", kind="leave", text="")], 6),
+    Append("h2", 3, "c1a2", 6, 2, [entry(seq=7), entry(seq=8, id="m-2", kind="leave", text=""),
+                                 entry(seq=9, id="config:a:2", kind="config", user="", session="", text=CONFIG)], 6),
     Ack("h1", 3, 8, 6, 0),
-    Gather("h2", 4),
-    Status("h1", 4, 6, 8, 3),
+    Gather("h2", 4, "c1a2"),
+    Status("h1", 4, "", 6, 8, 3),
+    Refuse("h1", 5, "c1a2", "epoch"),
+    Remove("h1", 5, "h3"),
     Fetch("h2", 4, 6),
     Entries("h1", 4, [entry(seq=7, term=3)]),
     Snapshot("h2", 4, 900, 3, 0, 2, [entry(seq=12, kind="join", text=""),
-                                     entry(seq=40, user="bob", id="join-b-1", kind="join", text="rejoined")]),
+                                     entry(seq=40, user="bob", id="join:b:1", kind="join", text="rejoined")],
+             entry(seq=41, id="config:a:1", kind="config", user="", session="", text=CONFIG)),
 ]
 LONG = "N" * 64
 BIG_ENTRY = entry(seq=MAX_INT, term=MAX_INT, user="u" * 32, id="i" * 64, server=LONG, session="s" * 64,
@@ -56,21 +61,24 @@ EXTREMES = [
     Forward(LONG, MAX_INT, []),
     Forward("a", 0, [proposal(id=f"m{i}") for i in range(MAX_BATCH)]),
     Result("a", MAX_INT, [{"user": "u" * 32, "id": "i" * 64, "code": "c" * 256, "message": "m" * 256}]),
-    Append(LONG, MAX_INT, MAX_INT, [BIG_ENTRY], MAX_INT),
-    Append("a", 0, 0, [], 0),
+    Append(LONG, MAX_INT, "c" * 64, MAX_INT, MAX_INT, [BIG_ENTRY], MAX_INT),
+    Append("a", 0, "", 0, 0, [], 0),
     Ack(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT),
-    Gather("a.b-c_D9", 0),
-    Status(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT),
+    Gather("a.b-c_D9", 0, ""),
+    Status(LONG, MAX_INT, "c" * 64, MAX_INT, MAX_INT, MAX_INT),
+    Refuse(LONG, MAX_INT, "", "cluster"),
+    Remove("a", 0, LONG),
     Fetch(LONG, MAX_INT, MAX_INT),
     Entries("a", 0, [entry(seq=i, time=0) for i in range(1, MAX_BATCH + 1)]),
     Entries("a", 0, [entry(text="\u2603\U0001f600 \x00\n\"\\", user="\u00e9lodie", time=0.0)]),
-    Snapshot(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT, MAX_INT, []),
-    Snapshot("a", 0, 0, 0, 0, 0, []),
+    Snapshot(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT, MAX_INT, [], None),
+    Snapshot("a", 0, 0, 0, 0, 0, [], None),
     Snapshot("a", 1, MAX_BATCH, 1, 0, MAX_BATCH,
-             [entry(seq=i, user=f"u{i}", kind="join", time=0) for i in range(1, MAX_BATCH + 1)]),
+             [entry(seq=i, user=f"u{i}", kind="join", time=0) for i in range(1, MAX_BATCH + 1)], None),
 ]
 COUNT_FIELDS = [(cls, f.name) for cls in LINK_TYPES.values() for f in fields(cls)
-                if f.name not in ("src", "entries", "proposals", "results", "users")]
+                if f.name not in ("src", "entries", "proposals", "results", "users", "cluster", "reason", "name",
+                                  "config")]
 
 
 def body_of(message: Any) -> dict[str, Any]:
@@ -99,7 +107,8 @@ def test_every_message_type_is_sampled_and_registered() -> None:
     assert {type(m) for m in SAMPLES} == set(LINK_TYPES.values())
     assert {cls.TYPE for cls in LINK_TYPES.values()} == set(LINK_TYPES)
     assert set(LINK_TYPES) == {
-        "forward", "result", "append", "ack", "gather", "status", "fetch", "entries", "snapshot",
+        "forward", "result", "append", "ack", "gather", "status", "refuse", "remove", "fetch", "entries",
+        "snapshot",
     }
 
 
@@ -190,7 +199,7 @@ def test_counts_must_be_ints_from_0_to_2_63_minus_1(cls: type, name: str, value:
 @pytest.mark.parametrize("cls,name", COUNT_FIELDS, ids=lambda x: x if isinstance(x, str) else x.TYPE)
 def test_counts_accept_both_limits(cls: type, name: str) -> None:
     # A snapshot part with no users and total MAX_INT lets each count alone take either limit.
-    body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, []) if cls is Snapshot else sample_of(cls))
+    body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, [], None) if cls is Snapshot else sample_of(cls))
     for value in (0, MAX_INT):
         assert getattr(decode(raw({**body, name: value})), name) == value
 
@@ -394,10 +403,10 @@ def test_results_batch_limit() -> None:
 
 
 def test_message_size_limit_is_exact() -> None:
-    data = encode(Gather("a", 1))
+    data = encode(Gather("a", 1, ""))
     padded = data + b" " * (MAX_LINK_MESSAGE - len(data))  # trailing JSON whitespace is valid
     assert len(padded) == MAX_LINK_MESSAGE
-    assert decode(padded) == Gather("a", 1)
+    assert decode(padded) == Gather("a", 1, "")
     assert "exceeds" in str(rejected(padded + b" "))
 
 
@@ -475,7 +484,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     offset = draw(st.integers(0, MAX_INT - len(users)))
     total = draw(st.integers(offset + len(users), MAX_INT))
     return Snapshot(draw(st.sampled_from(["a", LONG])), draw(st.integers(0, MAX_INT)), base, base_term,
-                    offset, total, users)
+                    offset, total, users, None)
 
 
 @settings(max_examples=200, deadline=None)
@@ -489,11 +498,42 @@ def test_every_consistent_snapshot_part_round_trips(message: Snapshot) -> None:
 def test_a_follower_takes_every_whole_snapshot_the_codec_accepts(message: Snapshot) -> None:
     """What the codec lets through must not break the core or the store (an exception there
     would stop the daemon): a one-part snapshot is installed, or ignored if not beyond the log."""
-    whole = Snapshot(message.src, message.term, message.base, message.base_term, 0, len(message.users), message.users)
+    whole = Snapshot(message.src, message.term, message.base, message.base_term, 0, len(message.users), message.users,
+                     None)
     chat = Chat("F", MemoryStore(1000), ChatLimits(), 0.0, 1)
-    chat.set_view(whole.src, whole.term, frozenset({whole.src}), 0.0)
+    chat.set_view(whole.src, {whole.src: 100}, 0.0)
     chat.receive(decode(encode(whole)), 0.0)
     assert chat.commit == whole.base and {u["user"] for u in chat.who()} == {u["user"] for u in whole.users}
+
+
+@pytest.mark.parametrize("name,value", [
+    ("cluster", "UPPER"), ("cluster", "c" * 65), ("cluster", "a b"), ("cluster", None), ("reason", "bored"),
+    ("reason", ""), ("name", ""), ("name", "a/b"), ("config", {"seq": 1}),
+])
+def test_bad_text_fields_are_rejected(name: str, value: object) -> None:
+    sample = next(m for m in SAMPLES if hasattr(m, name))
+    error = rejected(raw({**body_of(sample), name: value}))
+    assert f"bad {name}" in str(error)
+
+
+@pytest.mark.parametrize("changes", [
+    {"user": "alice"}, {"session": SESSION}, {"text": "not json"}, {"text": '{"cluster":"c","voters":[]}'},
+    {"text": '{"cluster":"c","voters":[["a",1],["a",1]],"old":null}'},
+])
+def test_a_config_entry_must_hold_a_configuration_and_no_user(changes: dict[str, Any]) -> None:
+    config = entry(seq=9, id="config:a:2", kind="config", user="", session="", text=CONFIG)
+    assert decode(raw({"t": "entries", "src": "a", "term": 1, "entries": [config]})).entries == [config]
+    with pytest.raises(LinkError):
+        decode(raw({"t": "entries", "src": "a", "term": 1, "entries": [{**config, **changes}]}))
+
+
+def test_a_proposal_cannot_be_a_config_and_a_snapshot_config_not_after_its_base() -> None:
+    config = entry(seq=9, id="config:a:2", kind="config", user="", session="", text=CONFIG)
+    with pytest.raises(LinkError):
+        decode(raw({"t": "forward", "src": "a", "term": 1,
+                    "proposals": [{k: config[k] for k in PROPOSAL_KEYS}]}))
+    with pytest.raises(LinkError, match="config after the base"):
+        decode(encode(Snapshot("a", 1, 8, 1, 0, 0, [], config)))
 
 
 def test_link_error_is_a_value_error() -> None:
