@@ -284,11 +284,12 @@ class Session:
             remote = link.endpoint.startswith("tcp://") and isinstance(info.get("tcp_feed"), str)
             link.subscribe(feed_address(link.endpoint, info["tcp_feed"] if remote else info["feed"]))
             joined = await self._join(link.request, link.endpoint, deadline)
-            if self.state.last_seq is None:
-                # limit 1 for --history 0: only the starting point is wanted.
-                result = await link.request("chat.history", limit=max(self.history, 1))
-                self._deliver(self.state.start(result["entries"] if self.history else [], result["last_seq"]))
+            if self.state.last_seq is None and self.history:
+                result = await link.request("chat.history", limit=self.history)
+                self._deliver(self.state.start(result["entries"], result["last_seq"]))
             else:
+                if self.state.last_seq is None:  # no history: start at our own join
+                    self._deliver(self.state.start([], joined["seq"] - 1))
                 await self._fetch_since(link.request)
         except DaemonError as error:
             link.close()

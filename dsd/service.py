@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from dsd import __version__, auth, commands, linkwire, wire
+from dsd import __version__, auth, commands, human, linkwire, wire
 from dsd.config import ConfigError, Settings, load_settings
 from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
 from dsd.core.chat import Chat, ChatLimits
@@ -312,13 +312,13 @@ class Service:
 
     def _update_status(self) -> None:
         node = self.node
-        servers = len(node.peers) + 1
+        servers = human.count(len(node.peers) + 1, "server")
         if node.role == LEADER:
-            text = f"leader of term {node.term}; {servers} servers"
+            text = f"leader of term {node.term}; {servers}"
         elif node.leader is None:
-            text = f"{node.role}, no leader yet; {servers} servers"
+            text = f"{node.role}, no leader yet; {servers}"
         else:
-            text = f"following {node.leader} (term {node.term}); {servers} servers"
+            text = f"following {node.leader} (term {node.term}); {servers}"
         self.notifier.status(text)
 
     # -------------------------------------------------- commands.Daemon API
@@ -382,9 +382,11 @@ class Service:
         return {"server_key": self.curve.public_key}
 
     def elect(self) -> dict[str, Any]:
+        """`previous_term`: before the election; `term`: after it (higher once this node declared)."""
+        previous = self.node.term
         self._apply(self.node.request_election(self.loop.time()))
         self._follow_view()
-        return {"started": True, "term": self.node.term}
+        return {"started": True, "previous_term": previous, "term": self.node.term}
 
     def chat_request(self, request: commands.Request, cmd: str, args: dict[str, Any]) -> dict[str, Any] | None:
         chat, now = self.chat, self.loop.time()
