@@ -95,16 +95,16 @@ def claim_endpoints(settings: Settings) -> list[int]:
 def serve(settings: Settings, config_path: str | None, log_level: str | None) -> int:
     from dsd.service import Service
 
-    async def main() -> None:
+    async def main() -> int:
         service = Service(settings, config_path, log_level=log_level)
         await service.run()
+        return service.exit_status
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except (BindError, ConfigError, TransportError, StoreError) as error:
         logging.getLogger("dsd").error("%s", error)
         return EXIT_FAILED
-    return EXIT_OK
 
 
 def check_interface(settings: Settings) -> None:

@@ -20,9 +20,9 @@ import zmq
 
 from dsd import __version__, auth, commands, human, linkwire, wire
 from dsd.config import ConfigError, Settings, load_settings
-from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
+from dsd.core.actions import Action, Log, Publish, Reply, Send, Stop, Transmit
 from dsd.core.chat import Chat, ChatLimits
-from dsd.core.node import LEADER, Node
+from dsd.core.node import DISCOVERING, LEADER, Node
 from dsd.core.timing import Timing
 from dsd.curve import load_server_keys
 from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable
@@ -65,7 +65,7 @@ class Service:
         self.loop = asyncio.get_running_loop()
         self.keyring = auth.read_keyring(settings.cluster.secret_file)
         self.sealer = auth.Sealer(self.keyring) if self.keyring else None
-        self.opener = auth.Opener(self.keyring) if self.keyring else None
+        self.opener = auth.Opener(self.keyring, own_name=settings.node.name) if self.keyring else None
         self.transport = transport or MulticastTransport(
             settings.cluster.group, settings.cluster.port, settings.cluster.interface, settings.cluster.ttl
         )
@@ -109,6 +109,7 @@ class Service:
         self.chat_held = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
+        self.exit_status = 0  # 1 once the core said Stop
 
     # ------------------------------------------------------------- lifecycle
 
@@ -285,6 +286,10 @@ class Service:
                     status_changed = True
             elif isinstance(action, Log):
                 log.log(logging.getLevelName(action.level.upper()), action.text)
+            elif isinstance(action, Stop):
+                log.error("refusing to run: %s", action.reason)
+                self.exit_status = 1
+                self.stop()
         if status_changed:
             self._update_status()
         self._rearm()
@@ -293,11 +298,14 @@ class Service:
         """Tell the chat core about a new leader, term or set of peers, and connect the links."""
         node = self.node
         peers = {p.name: (p.endpoint, p.link_key) for p in node.peers}
-        view = (node.leader, node.term, frozenset(peers))
+        # Not before discovery ends: a daemon that finds its name taken stops then, and its chat
+        # must not have spoken to the leader under the holder's name.
+        leader = None if node.role == DISCOVERING else node.leader
+        view = (leader, node.term, frozenset(peers))
         self.links.connect(peers)
         if view != self._chat_view:
             self._chat_view = view
-            self._apply(self.chat.set_view(node.leader, node.term, view[2], self.loop.time()))
+            self._apply(self.chat.set_view(leader, node.term, view[2], self.loop.time()))
 
     def _rearm(self) -> None:
         deadlines = [d for d in (self.node.next_deadline(), self.chat.next_deadline()) if d is not None]
