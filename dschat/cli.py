@@ -239,6 +239,10 @@ def _report(output: Output, session: Session) -> int:
 async def _finish(session: Session, output: Output, wait: float) -> int:
     """Wait for the acknowledgements (at most `wait` s), leave, and say what was not delivered."""
     await session.settle(wait)
+    if not session.connected:  # still failing over: say that, not only what is undelivered
+        output.error(f"no daemon answered within {wait:g}s of the end of input")
+        _report(output, session)
+        return EXIT_UNREACHABLE
     problem = await session.leave()
     if problem is not None:
         output.error(f"could not leave cleanly: {problem}")

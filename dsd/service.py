@@ -33,6 +33,15 @@ from dsd.store import open_store
 
 log = logging.getLogger("dsd")
 
+# Rejections that mean a misconfigured daemon rather than noise: logged once per sending host.
+MISCONFIGURED = {
+    auth.UNKNOWN_KEY: "signed with a key this daemon does not have (another [cluster] secret_file?)",
+    auth.BAD_TAG: "with signatures that do not verify (another key with the same key id?)",
+    auth.UNSIGNED: "unsigned (a daemon without [cluster] secret_file?)",
+    "signed": "signed, but this daemon has no [cluster] secret_file",
+}
+MAX_MISCONFIGURED = 64  # hosts warned about; a flood of spoofed sources adds no more lines
+
 
 def timing_of(settings: Settings) -> Timing:
     t = settings.timing
@@ -106,6 +115,7 @@ class Service:
         self.datagrams_rejected = dict.fromkeys(auth.REASONS, 0)
         self.link_messages_rejected = 0
         self.requests_refused: Counter[str] = Counter()  # by error code
+        self._warned: set[tuple[str, str]] = set()  # (reason, host) of MISCONFIGURED rejections logged
         self.chat_held = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
@@ -214,9 +224,18 @@ class Service:
         except auth.Rejected as error:
             self.datagrams_rejected[error.reason] += 1
             log.debug("rejected a datagram from %s (%s): %s", address, error.reason, error)
+            self._warn_misconfigured("signed" if self.opener is None and data.startswith(auth.HEADER)
+                                     else error.reason, address)
             return
         self._apply(self.node.receive(message, address, self.loop.time()))
         self._follow_view()
+
+    def _warn_misconfigured(self, reason: str, address: str) -> None:
+        host = address.rpartition(":")[0]
+        if reason in MISCONFIGURED and (reason, host) not in self._warned and len(self._warned) < MAX_MISCONFIGURED:
+            self._warned.add((reason, host))
+            log.warning("ignoring datagrams from %s: %s; said once, counted in dsctl stats", host,
+                        MISCONFIGURED[reason])
 
     def _on_link(self, data: bytes) -> None:
         try:

@@ -463,6 +463,17 @@ def test_no_daemon_is_exit_3_naming_the_endpoints(tmp_path, dschat):
     assert f"no answer from {stale} after 3 tries of 0.2s" in err
 
 
+def test_the_hint_about_tcp_keys_is_given_once(dschat, tmp_path):
+    from dsd.curve import keygen
+
+    key = keygen(str(tmp_path), "server")[2]
+    client = dschat("-e", "tcp://127.0.0.1:9", "-e", "tcp://127.0.0.1:10", "--server-key", key, *FAST, "alice")
+    assert client.finish() == EXIT_UNREACHABLE
+    err = "\n".join(client.err)
+    assert "no answer from tcp://127.0.0.1:9" in err and "no answer from tcp://127.0.0.1:10" in err, err
+    assert err.count("wrong --server-key") == 1, err
+
+
 def test_the_configuration_names_the_daemon(chat, dschat, tmp_path):
     config = tmp_path / "dsd.toml"
     config.write_text(f"[control]\nendpoint = '{chat.daemons['h2'].endpoint}'\n"
@@ -484,12 +495,12 @@ def test_a_refused_line_is_named_in_the_exit_status(chat, dschat):
 
 
 def test_rate_limited_is_retried_after_a_backoff(chat, dschat):
-    chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send": ["rate_limited", "rate_limited"]}))
+    chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send": ["rate_limited"] * 4}))
     client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "alice")
     client.write("one", "two")
     assert client.finish() == EXIT_OK, client.err
     assert chat.messages() == ["one", "two"]
-    assert sum("rate_limited" in line for line in client.err) == 2
+    assert sum("rate_limited" in line for line in client.err) == 1, client.err  # once, not per retry
 
 
 def test_a_lost_reply_is_retried_with_the_same_id_and_recorded_once(chat, dschat):
@@ -546,6 +557,8 @@ def test_one_endpoint_is_retried_until_it_answers_again(chat, dschat):
     # Lost (3 silent tries of the send), then it asks the same daemon for info again: it
     # is unfrozen only once it has asked in vain, so it must have retried to get through.
     wait_until(lambda: any(f"lost {h1.endpoint}" in line for line in client.err), WAIT, what="the daemon lost")
+    lost = next(line for line in client.err if f"lost {h1.endpoint}" in line)
+    assert "reconnecting for up to" in lost and "failing over" not in lost, lost  # nowhere else to go
     wait_until(lambda: len(chat.requests("h1", "info")) > infos, WAIT, what="a reconnection attempt")
     chat.call(lambda: setattr(h1, "frozen", False))
     wait_until(lambda: client.shown("patience"), WAIT, what="the line, once the daemon answers")
