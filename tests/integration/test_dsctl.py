@@ -340,3 +340,46 @@ def test_a_tcp_endpoint_without_server_key_is_refused_before_connecting():
     result = dsctl("-e", "tcp://127.0.0.1:1", "ping")
     assert result.returncode == EXIT_USAGE
     assert result.stderr.startswith("dsctl: tcp://127.0.0.1:1 is a TCP endpoint") and "--server-key" in result.stderr
+
+
+def test_watch_says_when_its_daemon_stops_answering_and_when_it_is_back(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo")
+    wait_until(lambda: daemon.try_request("ping"), 10, what="solo to answer")
+    args = [sys.executable, "-m", "dsctl", "-c", str(daemon.config), "--timeout", "0.2", "watch"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        line = None
+        while line is None and time.monotonic() < deadline:  # until watch's subscription is live
+            cluster.mark(1)
+            line = read_line(process, min(deadline, time.monotonic() + 0.3))
+        assert line is not None, "watch printed nothing"
+        daemon.kill()
+        lost = read_stderr_line(process, 20)
+        assert "still watching" in lost and daemon.endpoint in lost, lost
+        daemon.start()
+        back = read_stderr_line(process, 30)
+        assert f"dsd at {daemon.endpoint} answers again" in back, back
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == EXIT_OK
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def read_stderr_line(process: subprocess.Popen, timeout: float) -> str:
+    """The next line on the process's stderr; AssertionError if none comes in time."""
+    fd = process.stderr.fileno()
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    while not buffer.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0 and select.select([fd], [], [], remaining)[0], f"no line on stderr; got {buffer!r}"
+        chunk = os.read(fd, 1)
+        assert chunk, f"stderr closed; got {buffer!r}"
+        buffer += chunk
+    return buffer.decode()
