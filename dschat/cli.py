@@ -11,14 +11,17 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import sys
 import threading
 from dataclasses import dataclass
 from typing import TextIO
 
+from dsd import usage
 from dsd.client import DaemonError
 from dsd.config import ConfigError, load_settings
-from dsd.curve import SERVER_KEY_NEEDED, ClientCurve, CurveError, require_server_key
+from dsd.curve import SERVER_KEY_NEEDED, ClientCurve, require_server_key
+from dsd.usage import Parser, UsageError, check_endpoint, seconds
 from dschat import render
 from dschat.discover import discover
 from dschat.session import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, HEARTBEAT_INTERVAL, Fatal, Output, Session
@@ -26,6 +29,7 @@ from dschat.state import Entry
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
 MAX_HISTORY = 1000
+INTERACTIVE_HISTORY = 20  # entries shown at start in a terminal; piped, none unless --history asks
 DEFAULT_FAILOVER = 10.0
 SETTLE_MARGIN = 5.0  # the end-of-input wait is this much beyond the failover time
 
@@ -43,51 +47,50 @@ exit codes:
   4  name refused (another client is connected as USER, or the daemon rejects the name)"""
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
-
-
 def _history(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 0 <= value <= MAX_HISTORY:
         raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_HISTORY}, not {text}")
     return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dschat", description="Chat with the users of a dsd cluster.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-c", "--config", metavar="PATH",
                         help="dsd configuration to find the daemon in (default: $DSD_CONFIG, /etc/dsd.toml)")
     parser.add_argument("-e", "--endpoint", action="append", default=[], metavar="ENDPOINT",
-                        help="a daemon's control endpoint (overrides the configuration); "
+                        help="a daemon's control endpoint, ipc://PATH or tcp://HOST:PORT (overrides the "
+                             "configuration); "
                              "repeat it to fail over between daemons, in turn")
     parser.add_argument("--discover", action="store_true",
                         help="find daemons that take TCP clients by multicast (for a host without a daemon; "
                              "the group, port and interface come from the configuration)")
     parser.add_argument("--server-key", metavar="KEY",
                         help="for tcp:// endpoints: the daemons' public key (Z85, or a certificate file), "
-                             "as `dsctl server-key` prints it on a daemon's host")
+                             "as `dsctl server-key` prints it on a daemon's host; quote it, Z85 has shell "
+                             "characters")
     parser.add_argument("--key", metavar="PATH",
                         help="with --server-key: your secret certificate (NAME.key_secret from `dsctl keygen`); "
                              "default: a new key each run, which only daemons with any_client = true let in")
     parser.add_argument("--json", action="store_true", help="print entries as JSON lines (never interactive)")
-    parser.add_argument("--history", type=_history, default=20, metavar="N",
-                        help="entries of history to show at start (default 20, at most 1000)")
-    parser.add_argument("--timeout", type=_positive, default=1.0, metavar="S",
+    parser.add_argument("--history", type=_history, metavar="N",
+                        help=f"entries of history to show at start (at most {MAX_HISTORY}; default "
+                             f"{INTERACTIVE_HISTORY} in a terminal, none when piped)")
+    parser.add_argument("--timeout", type=seconds, default=1.0, metavar="S",
                         help="seconds per try of a request; 3 silent tries and the daemon is lost (default 1)")
-    parser.add_argument("--failover", type=_positive, default=DEFAULT_FAILOVER, metavar="S",
+    parser.add_argument("--failover", type=seconds, default=DEFAULT_FAILOVER, metavar="S",
                         help=f"seconds to find another daemon after losing one before giving up "
                              f"(default {DEFAULT_FAILOVER:g}; interactive sessions keep trying)")
-    parser.add_argument("--heartbeat", type=_positive, default=HEARTBEAT_INTERVAL, metavar="S",
+    parser.add_argument("--heartbeat", type=seconds, default=HEARTBEAT_INTERVAL, metavar="S",
                         help=f"seconds between heartbeats: under a third of the daemon's [chat] "
                              f"client_timeout (default {HEARTBEAT_INTERVAL:g})")
-    parser.add_argument("--wait", type=_positive, metavar="S",
+    parser.add_argument("--wait", type=seconds, metavar="S",
                         help=f"at end of input, seconds to wait for acknowledgements "
                              f"(default --failover + {SETTLE_MARGIN:g})")
     parser.add_argument("user", metavar="USER",
@@ -96,6 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not USER_NAME.fullmatch(args.user):
         parser.error(f"bad user name {args.user!r}: 1-32 letters, digits, '.', '_', '-', "
                      "starting with a letter or digit")
+    for endpoint in args.endpoint:
+        check_endpoint(endpoint)
     if args.wait is None:
         args.wait = args.failover + SETTLE_MARGIN
     return args
@@ -234,6 +239,10 @@ def _report(output: Output, session: Session) -> int:
 async def _finish(session: Session, output: Output, wait: float) -> int:
     """Wait for the acknowledgements (at most `wait` s), leave, and say what was not delivered."""
     await session.settle(wait)
+    if not session.connected:  # still failing over: say that, not only what is undelivered
+        output.error(f"no daemon answered within {wait:g}s of the end of input")
+        _report(output, session)
+        return EXIT_UNREACHABLE
     problem = await session.leave()
     if problem is not None:
         output.error(f"could not leave cleanly: {problem}")
@@ -265,7 +274,8 @@ async def _command(session: Session, output: TerminalOutput, action: Action) -> 
             state = session.state
             output.text(render.render_status(view, stats, users, session.user, session.server,
                                              session.endpoint, state.last_seq, state.sent,
-                                             len(state.unacknowledged())))
+                                             len(state.unacknowledged()),
+                                             width=shutil.get_terminal_size().columns))
     except DaemonError as error:
         output.error(f"/{action.kind}: {error}")
 
@@ -329,16 +339,12 @@ async def _run(args: argparse.Namespace, endpoints: list[str], curve: ClientCurv
         session.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    try:
-        curve = ClientCurve.from_options(args.server_key, args.key)
-        require_server_key(args.endpoint, curve)
-        if args.discover and curve is None:
-            raise CurveError(f"--discover finds TCP endpoints, which are encrypted: {SERVER_KEY_NEEDED}")
-    except CurveError as error:
-        print(f"dschat: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    curve = ClientCurve.from_options(args.server_key, args.key)
+    require_server_key(args.endpoint, curve)
+    if args.discover and curve is None:
+        raise UsageError(f"--discover finds TCP endpoints, which are encrypted: {SERVER_KEY_NEEDED}")
     endpoints = list(args.endpoint)
     if not endpoints or args.discover:
         try:
@@ -360,9 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             endpoints = [settings.control.endpoint]
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.json
-    try:
-        return asyncio.run(_run(args, endpoints, curve, interactive))
-    except KeyboardInterrupt:
-        print("dschat: interrupted", file=sys.stderr)
-        return EXIT_FAILED
+    if args.history is None:
+        args.history = INTERACTIVE_HISTORY if interactive else 0
+    return asyncio.run(_run(args, endpoints, curve, interactive))
 
+
+def main(argv: list[str] | None = None) -> int:
+    return usage.run("dschat", lambda: run(argv))

@@ -12,7 +12,7 @@ import time
 import unicodedata
 from typing import Any
 
-from dsctl.cli import table
+from dsd.human import table, value, wrap
 
 Fragments = list[tuple[str, str]]
 Entry = dict[str, Any]
@@ -99,8 +99,11 @@ def render_who(users: list[dict[str, Any]], me: str) -> str:
 
 def render_status(view: dict[str, Any], stats: dict[str, Any], users: list[dict[str, Any]],
                   me: str, server: str | None, endpoint: str, last_seq: int | None,
-                  sent: int, pending: int) -> str:
-    """`/status`: the servers as the daemon sees them, the users, where you are, counts."""
+                  sent: int, pending: int, width: int = 80) -> str:
+    """`/status`: the servers as the daemon sees them, the users, where you are, counts.
+
+    The lines of prose are wrapped to `width` (the terminal's); the table is as wide as it is.
+    """
     rows = [["", "SERVER", "STATE", "ROLE", "LEADER", "TERM"]]
     for s in view.get("servers", []):
         rows.append(["*" if s.get("name") == view.get("leader") else "", clean(str(s.get("name"))),
@@ -109,9 +112,9 @@ def render_status(view: dict[str, Any], stats: dict[str, Any], users: list[dict[
     leader = view.get("leader") or "none (election in progress)"
     names = ", ".join(sorted(clean(str(u.get("user"))) for u in users)) or "nobody"
     # The daemon's chat counters, whatever it names them; the rest of stats is dsctl's business.
-    counters = ", ".join(f"{key} {value}" for key, value in stats.items() if "chat" in key or "message" in key)
-    lines = [
-        table(rows), "",
+    counters = ", ".join(f"{key} {clean(value(item))}" for key, item in stats.items()
+                         if "chat" in key or "message" in key)
+    prose = [
         f"leader: {clean(str(leader))}  term: {view.get('term', '?')}",
         f"users: {len(users)} ({names})",
         f"you: {me} on {clean(str(server or '?'))} via {endpoint}",
@@ -119,5 +122,5 @@ def render_status(view: dict[str, Any], stats: dict[str, Any], users: list[dict[
         + (f" ({pending} not yet acknowledged)" if pending else ""),
     ]
     if counters:
-        lines.append(f"daemon: {counters}")
-    return "\n".join(lines)
+        prose.append(f"daemon: {counters}")
+    return "\n".join([table(rows), ""] + [wrap(line, width) for line in prose])

@@ -120,8 +120,7 @@ class Link:
                 if raw is not None:
                     return _result(raw)
                 self._close_request_socket()
-        hint = f"; {UNANSWERED_TCP_HINT}" if is_tcp(self.endpoint) else ""
-        raise Unreachable(f"no answer from {self.endpoint} after {self.retries} tries of {self.timeout:g}s{hint}")
+        raise Unreachable(f"no answer from {self.endpoint} after {self.retries} tries of {self.timeout:g}s")
 
     def subscribe(self, feed: str) -> None:
         self.feed = self._context.socket(zmq.SUB)
@@ -202,7 +201,9 @@ class Session:
                 return
             except Unreachable as error:
                 errors.append(str(error))
-        raise Fatal(EXIT_UNREACHABLE, "; ".join(errors))
+        # Said once, and only here: after a failover the keys are known to be right.
+        hint = f"; {UNANSWERED_TCP_HINT}" if any(map(is_tcp, self.endpoints)) else ""
+        raise Fatal(EXIT_UNREACHABLE, "; ".join(errors) + hint)
 
     async def run(self, body: Coroutine[Any, Any, int]) -> int:
         """Run `body` (the front end) with the client's duties beside it; its result, or the first Fatal."""
@@ -285,11 +286,12 @@ class Session:
             remote = link.endpoint.startswith("tcp://") and isinstance(info.get("tcp_feed"), str)
             link.subscribe(feed_address(link.endpoint, info["tcp_feed"] if remote else info["feed"]))
             joined = await self._join(link.request, link.endpoint, deadline)
-            if self.state.last_seq is None:
-                # limit 1 for --history 0: only the starting point is wanted.
-                result = await link.request("chat.history", limit=max(self.history, 1))
-                self._deliver(self.state.start(result["entries"] if self.history else [], result["last_seq"]))
+            if self.state.last_seq is None and self.history:
+                result = await link.request("chat.history", limit=self.history)
+                self._deliver(self.state.start(result["entries"], result["last_seq"]))
             else:
+                if self.state.last_seq is None:  # no history: start at our own join
+                    self._deliver(self.state.start([], joined["seq"] - 1))
                 await self._fetch_since(link.request)
         except DaemonError as error:
             link.close()
@@ -381,12 +383,14 @@ class Session:
             if self._feed_task is not None:
                 self._feed_task.cancel()
             link.close()
-            self.output.notice(f"lost {link.endpoint}: {link.reason}; failing over")
+            where = "failing over" if len(self.endpoints) > 1 else f"reconnecting for up to {self.failover:g}s"
+            self.output.notice(f"lost {link.endpoint}: {link.reason}; {where}")
             await self._failover()
 
     async def _send(self) -> None:
         """Send what is owed, oldest first, one at a time: the order typed is the order logged."""
         delay = BACKOFF_MIN
+        backing_off = False  # a refusal to retry later is said once per spell, not per retry
         while True:
             outgoing = self.state.next_to_send()
             if outgoing is None:
@@ -400,7 +404,9 @@ class Session:
                     self._lose(self._link, f"{error.message} ({error.code})")  # another may be on the majority side
                     continue
                 if error.code in RETRY_LATER:
-                    self.output.notice(f"{error.message} ({error.code}); retrying in {delay:g}s")
+                    if not backing_off:
+                        self.output.notice(f"{error.message} ({error.code}); retrying with backoff")
+                    backing_off = True
                     await asyncio.sleep(delay)
                     delay = min(2 * delay, BACKOFF_MAX)
                     continue
@@ -411,7 +417,7 @@ class Session:
                 self.output.error(f"not sent: {outgoing.text[:40]!r}: {error.message} ({error.code})")
             else:
                 self.state.acknowledge(outgoing.id, result["seq"])
-                delay = BACKOFF_MIN
+                delay, backing_off = BACKOFF_MIN, False
             self._progress.set()
 
     async def _beat(self) -> None:

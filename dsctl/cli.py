@@ -14,23 +14,20 @@ from typing import Any, Callable
 
 import zmq
 
+from dsd import human, usage
 from dsd.client import ControlClient, DaemonError, Unreachable, feed_address
 from dsd.commands import COMMANDS
 from dsd.config import ConfigError, load_settings
 from dsd.curve import ClientCurve, CurveError, connect, keygen, require_server_key
+from dsd.usage import Parser, check_endpoint, seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 WATCH_HELP = "stream feed events until Ctrl-C, one line each"
+WATCH_CHECK = 2.0  # seconds of silence on the feed after which watch asks whether the daemon is there
 KEYGEN_HELP = ("make a client keypair: DIR/NAME.key (public: for the daemon's [control] client_keys or "
                "admin_keys) and DIR/NAME.key_secret (for --key)")
 # The chat commands are dschat's (docs/chat-api.md); an operator sees the users in `view`.
 OPERATOR_COMMANDS = {name: command for name, command in COMMANDS.items() if not name.startswith("chat.")}
-
-
-def table(rows: list[list[str]]) -> str:
-    """Left-aligned columns separated by two spaces, like `supervisorctl status`."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
 def render_view(view: dict[str, Any]) -> str:
@@ -39,11 +36,12 @@ def render_view(view: dict[str, Any]) -> str:
         mark = "*" if server["name"] == view["leader"] else ""
         name = server["name"] + (" (self)" if server["name"] == view["self"] else "")
         rows.append([
-            mark, name, server["address"] or "-", str(server["priority"]), server["state"],
-            server.get("role", ""), server.get("chat", "-"), server["leader"] or "-", str(server["term"]), f"{server['last_seen']:.1f}s",
+            mark, name, human.value(server["address"] or None), str(server["priority"]), server["state"],
+            human.value(server.get("role") or None), human.value(server.get("chat")), human.value(server["leader"]),
+            str(server["term"]), f"{server['last_seen']:.1f}s",
         ])
     leader = view["leader"] or "none (election in progress)"
-    text = table(rows) + f"\n\nleader: {leader}  term: {view['term']}  servers: {len(view['servers'])}"
+    text = human.table(rows) + f"\n\nleader: {leader}  term: {view['term']}  servers: {len(view['servers'])}"
     clients = view.get("clients", [])
     users = ", ".join(f"{c['user']} ({c['server']})" for c in clients) or "none"
     text += f"\nchat users: {users}"
@@ -62,17 +60,36 @@ def render_leader(result: dict[str, Any]) -> str:
     return f"{result['leader']} (term {result['term']})"
 
 
-def render_pairs(result: dict[str, Any]) -> str:
-    return table([[key, str(value)] for key, value in result.items()])
+def render_elect(result: dict[str, Any]) -> str:
+    before, after = result["previous_term"], result["term"]
+    return f"election started (term was {before}, now {after})" if after != before else \
+        f"election started (term was {before})"
+
+
+# `dsctl stats` groups, like `serf info`: a counter goes to the first group whose prefix it has
+# (a new counter needs no change here), shown without the group's name (datagrams_sent: sent).
+STATS_GROUPS = (("datagrams", ("datagrams_",)), ("election", ("election", "leader_")),
+                ("chat", ("chat_", "link_")), ("cluster", ("",)))
+STATS_ORDER = ("cluster", "datagrams", "election", "chat")
+
+
+def render_stats(stats: dict[str, Any]) -> str:
+    groups: dict[str, list[tuple[str, Any]]] = {title: [] for title in STATS_ORDER}
+    for key, item in stats.items():
+        title, prefix = next((title, prefix) for title, prefixes in STATS_GROUPS
+                             for prefix in prefixes if key.startswith(prefix))
+        label = key.removeprefix(f"{title}_")
+        groups[title].append((label, human.duration(item) if key == "uptime" else item))
+    return human.sections(groups.items())
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "view": render_view,
     "leader": render_leader,
-    "stats": render_pairs,
-    "info": render_pairs,
+    "stats": render_stats,
+    "info": lambda result: human.pairs(result.items()),
     "ping": lambda result: "pong",
-    "elect": lambda result: f"election started (term was {result['term']})",
+    "elect": render_elect,
     "forget": lambda result: f"removing {result['forgetting']} from the chat's voters",
     "server-key": lambda result: result["server_key"],
 }
@@ -81,7 +98,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 def render_event(event: dict[str, Any]) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(event.get("time", time.time())))
     details = " ".join(
-        f"{key}={value}" for key, value in event.items() if key not in ("topic", "time", "node")
+        f"{key}={human.value(item)}" for key, item in event.items() if key not in ("topic", "time", "node")
     )
     return f"{stamp} {event.get('node', '?')} {event['topic']} {details}".rstrip()
 
@@ -92,23 +109,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("-c", "--config", metavar="PATH", default=argparse.SUPPRESS,
                         help="dsd configuration to read the endpoints from")
     common.add_argument("-e", "--endpoint", default=argparse.SUPPRESS,
-                        help="control endpoint (overrides the configuration)")
-    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, metavar="S",
+                        help="control endpoint: ipc://PATH or tcp://HOST:PORT (overrides the configuration)")
+    common.add_argument("--timeout", type=seconds, default=argparse.SUPPRESS, metavar="S",
                         help="seconds per try (default 1)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output: one JSON object per line")
     common.add_argument("--server-key", metavar="KEY", default=argparse.SUPPRESS,
                         help="with -e tcp://...: the daemon's public key (Z85, or a certificate file), "
-                             "as `dsctl server-key` prints it on the daemon's host")
+                             "as `dsctl server-key` prints it on the daemon's host; quote it, "
+                             "Z85 has shell characters")
     common.add_argument("--key", metavar="PATH", default=argparse.SUPPRESS,
                         help="with --server-key: your secret certificate (NAME.key_secret from `dsctl keygen`); "
                              "default: a new key each run, which only a daemon with any_client = true lets in")
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dsctl",
         description="Inspect and operate a dsd daemon.",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable.",
         parents=[common],
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for name, text in [(c.name, c.help) for c in OPERATOR_COMMANDS.values()] + [("watch", WATCH_HELP)]:
         command = sub.add_parser(name, help=text, description=text, parents=[common])
         for arg in OPERATOR_COMMANDS[name].args if name in OPERATOR_COMMANDS else ():
@@ -121,12 +140,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             ("server_key", None), ("key", None)):
         if not hasattr(args, option):
             setattr(args, option, default)
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
+    if args.endpoint is not None:
+        check_endpoint(args.endpoint)
     return args
 
 
 def watch(client: ControlClient, as_json: bool) -> int:
+    """Print the feed's events; say on stderr when the daemon stops answering, and when it is back.
+
+    The feed alone cannot tell a quiet daemon from a dead one, so after WATCH_CHECK seconds
+    of silence a ping asks; the SUB socket reconnects by itself when the daemon returns.
+    """
     info = client.request("info")
     remote = client.endpoint.startswith("tcp://") and isinstance(info.get("tcp_feed"), str)
     feed = feed_address(client.endpoint, info["tcp_feed"]) if remote else info["feed"]
@@ -135,11 +159,25 @@ def watch(client: ControlClient, as_json: bool) -> int:
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.SUBSCRIBE, b"")
     connect(socket, feed, client.curve)
+    down = False
     try:
         while True:
-            _, body = socket.recv_multipart()
-            event = json.loads(body)
-            print(json.dumps(event) if as_json else render_event(event), flush=True)
+            if socket.poll(int(WATCH_CHECK * 1000), zmq.POLLIN):
+                _, body = socket.recv_multipart()
+                event = json.loads(body)
+                print(json.dumps(event) if as_json else render_event(event), flush=True)
+                continue
+            try:
+                client.request("ping")
+            except Unreachable as error:
+                if not down:
+                    print(f"dsctl: {error}; still watching", file=sys.stderr, flush=True)
+                down = True
+                continue
+            if down:
+                print(f"dsctl: dsd at {client.endpoint} answers again; events meanwhile were missed",
+                      file=sys.stderr, flush=True)
+            down = False
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
@@ -153,14 +191,14 @@ def make_keys(directory: str, name: str, as_json: bool) -> int:
         print(f"dsctl: {error}", file=sys.stderr)
         return EXIT_FAILED
     if as_json:
-        print(json.dumps({"public": public, "secret": secret, "public_key": public_key}, indent=2))
+        print(json.dumps({"public": public, "secret": secret, "public_key": public_key}))
     else:
-        print(table([["public", public, "for the daemon's [control] client_keys (or admin_keys) directory"],
-                     ["secret", secret, "yours only: dschat/dsctl --key"], ["key", public_key, ""]]))
+        print(human.table([["public", public, "for the daemon's [control] client_keys (or admin_keys) directory"],
+                           ["secret", secret, "yours only: dschat/dsctl --key"], ["key", public_key, ""]]))
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None) -> int:
     args = parse_args(argv)
     if args.command == "keygen":
         return make_keys(args.directory, args.name, args.json)
@@ -171,12 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as error:
             print(f"dsctl: {error}", file=sys.stderr)
             return EXIT_FAILED
-    try:
-        curve = ClientCurve.from_options(args.server_key, args.key)
-        require_server_key([endpoint], curve)
-    except CurveError as error:
-        print(f"dsctl: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    curve = ClientCurve.from_options(args.server_key, args.key)
+    require_server_key([endpoint], curve)
     try:
         with ControlClient(endpoint, timeout=args.timeout, curve=curve) as client:
             if args.command == "watch":
@@ -189,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     except DaemonError as error:
         print(f"dsctl: {error}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(result, indent=2) if args.json else RENDERERS[args.command](result))
+    print(json.dumps(result) if args.json else RENDERERS[args.command](result))
     return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    return usage.run("dsctl", lambda: run(argv))
 
 
 if __name__ == "__main__":

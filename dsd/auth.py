@@ -8,10 +8,16 @@ The tag covers everything before it. The key id (the first 4 bytes of HMAC(key, 
 id v1"), which reveals nothing of the key) tells the receiver which configured key to
 verify with: the first key of the file signs, every key verifies, so a new key can be
 rolled out without downtime. Replays are refused per sender name, using the message's
-incarnation (the sender's start time in ns) and the counter (one per process): an older
-incarnation is refused, a newer one starts afresh, and within one incarnation a sliding
-window of `WINDOW` counters (as in IPsec and DTLS) takes each counter at most once, in
-any order, and refuses anything older than the window.
+incarnation (the sender's start time in ns) and the counter (one per process): within one
+incarnation a sliding window of `WINDOW` counters (as in IPsec and DTLS) takes each counter
+at most once, in any order, and refuses anything older than the window. A newer
+incarnation starts a window of its own beside the ones before, so a second daemon started
+under a name in use (which refuses to run, see `dsd.core.node`) cannot make the holder's
+later datagrams look replayed. At most `INCARNATIONS` windows are kept per name; the one
+used least recently goes (a dead incarnation, not the holder, which keeps sending), and an
+incarnation older than every kept one is refused.
+Under the daemon's own name an older incarnation is not refused: that is the daemon
+that holds the name this one wants, and the core must hear it to refuse to run.
 
 DISCOVER and OFFER stay unsigned both ways: ``dschat --discover`` runs on hosts without
 the secret, and neither changes any state.
@@ -44,6 +50,7 @@ MAX_SEALED = wire.MAX_DATAGRAM + OVERHEAD  # 1448: still one Ethernet frame
 MIN_KEY_BYTES = 32
 MIN_DISTINCT_BYTES = 16  # 32 random bytes have about 30 distinct values; "0000..." has 1
 WINDOW = 64
+INCARNATIONS = 4  # replay windows kept per sender name
 MAX_SENDERS = 1024
 UNSIGNED_TYPES = (wire.Discover, wire.Offer)
 KEYGEN = "head -c 32 /dev/urandom | base64"
@@ -190,15 +197,22 @@ class _Window:
     incarnation: int
     highest: int
     seen: int  # bit i set: counter highest - i was accepted
+    used: int = 0  # when it last accepted a datagram, in the Opener's accept count
 
 
 class Opener:
-    """Verifies incoming datagrams and refuses replays; state for at most `max_senders` senders."""
+    """Verifies incoming datagrams and refuses replays; state for at most `max_senders` senders.
 
-    def __init__(self, keyring: Keyring, max_senders: int = MAX_SENDERS) -> None:
+    `own_name`: this daemon's name, under which older incarnations are let through (module doc).
+    """
+
+    def __init__(self, keyring: Keyring, max_senders: int = MAX_SENDERS, own_name: str | None = None) -> None:
         self.keyring = keyring
         self.max_senders = max_senders
-        self._windows: OrderedDict[str, _Window] = OrderedDict()  # least recently accepted first
+        self.own_name = own_name
+        # name -> its incarnations' windows; least recently accepted name first
+        self._windows: OrderedDict[str, list[_Window]] = OrderedDict()
+        self._accepted = 0
 
     @property
     def senders(self) -> int:
@@ -232,24 +246,35 @@ class Opener:
 
     def _accept(self, name: str, incarnation: int, counter: int) -> None:
         """Record (incarnation, counter) from `name`, or raise Rejected(REPLAYED)."""
-        window = self._windows.get(name)
-        if window is None or incarnation > window.incarnation:
+        windows = self._windows.get(name, [])
+        window = next((w for w in windows if w.incarnation == incarnation), None)
+        if window is None:
+            oldest = min((w.incarnation for w in windows), default=incarnation)
+            if incarnation < oldest and name != self.own_name:
+                raise Rejected(REPLAYED, f"{name}: incarnation {incarnation} < {oldest}")
             window = _Window(incarnation, counter, 1)
-        elif incarnation < window.incarnation:
-            raise Rejected(REPLAYED, f"{name}: incarnation {incarnation} < {window.incarnation}")
-        elif counter > window.highest:
-            shift = counter - window.highest
-            window.seen = ((window.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
-            window.highest = counter
+            windows = sorted(windows, key=lambda w: w.used)[1 - INCARNATIONS:] + [window]
         else:
-            age = window.highest - counter
-            if age >= WINDOW or window.seen >> age & 1:
-                raise Rejected(REPLAYED, f"{name}: counter {counter} already seen or too old")
-            window.seen |= 1 << age
-        self._windows[name] = window
+            _advance(window, name, counter)
+        self._accepted += 1
+        window.used = self._accepted
+        self._windows[name] = windows
         self._windows.move_to_end(name)
         while len(self._windows) > self.max_senders:
             self._windows.popitem(last=False)
+
+
+def _advance(window: _Window, name: str, counter: int) -> None:
+    """Take `counter` into `window`, or raise Rejected(REPLAYED) if seen or too old."""
+    if counter > window.highest:
+        shift = counter - window.highest
+        window.seen = ((window.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+        window.highest = counter
+        return
+    age = window.highest - counter
+    if age >= WINDOW or window.seen >> age & 1:
+        raise Rejected(REPLAYED, f"{name}: counter {counter} already seen or too old")
+    window.seen |= 1 << age
 
 
 def decode_plain(data: bytes) -> wire.Message:

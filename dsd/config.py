@@ -179,26 +179,28 @@ def _is_absolute_path(text: str) -> bool:
     return os.path.isabs(text) and "\0" not in text
 
 
-def _is_ipc_endpoint(text: str) -> bool:
+def is_ipc_endpoint(text: str) -> bool:
     """ipc://PATH only: the main control socket and feed are guarded by file permissions.
 
     TCP goes through tcp_endpoint/tcp_feed, which are CURVE-encrypted and check client keys.
     """
     address = text.removeprefix("ipc://")
     size = utf8_size(address)
-    return text.startswith("ipc://") and bool(address) and size is not None and size <= _IPC_PATH_MAX
+    return (text.startswith("ipc://") and bool(address) and "\0" not in address
+            and size is not None and size <= _IPC_PATH_MAX)
 
 
-def _is_tcp_endpoint(text: str, any_port: bool = False) -> bool:
+def is_tcp_endpoint(text: str, any_port: bool = False) -> bool:
     """tcp://HOST:PORT, PORT a number (or * when `any_port`)."""
     host, separator, port = text.removeprefix("tcp://").rpartition(":")
     port_ok = (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or (any_port and port == "*")
-    return text.startswith("tcp://") and bool(separator and host) and port_ok
+    host_ok = bool(host) and host.isprintable() and not any(c.isspace() for c in host)
+    return text.startswith("tcp://") and bool(separator) and host_ok and port_ok
 
 
 def _is_peer_endpoint(text: str) -> bool:
     """"" (the multicast interface's address, any free port) or tcp://HOST:PORT (PORT may be *)."""
-    return text == "" or _is_tcp_endpoint(text, any_port=True)
+    return text == "" or is_tcp_endpoint(text, any_port=True)
 
 
 def _int_range(low: int, high: int) -> Callable[[int], bool]:
@@ -293,13 +295,13 @@ _KEYS: tuple[_Key, ...] = (
     _Key("election", "preempt", bool, True,
          lambda v: True, "true or false"),
     _Key("control", "endpoint", str, _socket_in_runtime_dir("dsd.ctl"),
-         _is_ipc_endpoint, _ENDPOINT),
+         is_ipc_endpoint, _ENDPOINT),
     _Key("control", "feed", str, _socket_in_runtime_dir("dsd.feed"),
-         _is_ipc_endpoint, _ENDPOINT),
+         is_ipc_endpoint, _ENDPOINT),
     _Key("control", "tcp_endpoint", str, "",
-         lambda v: v == "" or _is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
+         lambda v: v == "" or is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
     _Key("control", "tcp_feed", str, "",
-         lambda v: v == "" or _is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
+         lambda v: v == "" or is_tcp_endpoint(v), '"" (none) or "tcp://HOST:PORT" (HOST may be *)'),
     _Key("control", "server_key", str, _in_state_dir("server.key_secret"),
          _is_absolute_path, "the absolute path of the daemon's secret certificate (made if missing)"),
     _Key("control", "client_keys", str, "",

@@ -26,6 +26,7 @@ import zmq
 import zmq.auth
 
 from dsd.config import ConfigError, ControlSettings
+from dsd.usage import UsageError
 
 Z85_KEY = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 CERTIFICATE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -33,7 +34,7 @@ KEYGEN_HINT = "dsctl keygen DIR NAME"
 
 
 class CurveError(Exception):
-    """A key or certificate a client was given cannot be used; ``str(e)`` is one line."""
+    """A keypair cannot be made; ``str(e)`` is one line. (Unusable keys given as options are UsageErrors.)"""
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,12 @@ def create_certificates(directory: str, name: str) -> tuple[str, str]:
 
 
 def keygen(directory: str, name: str) -> tuple[str, str, str]:
-    """`dsctl keygen`: DIR/NAME.key, DIR/NAME.key_secret and the public key; CurveError if it cannot."""
+    """`dsctl keygen`: DIR/NAME.key, DIR/NAME.key_secret and the public key.
+
+    UsageError for a bad NAME, CurveError if the files cannot be made.
+    """
     if not CERTIFICATE_NAME.fullmatch(name):
-        raise CurveError(f"bad name {name!r}: 1-64 characters of A-Z a-z 0-9 . _ -")
+        raise UsageError(f"bad name {name!r}: 1-64 characters of A-Z a-z 0-9 . _ -")
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         public, secret = create_certificates(directory, name)
@@ -218,10 +222,10 @@ class ClientCurve:
 
     @classmethod
     def from_options(cls, server_key: str | None, key: str | None) -> "ClientCurve | None":
-        """From --server-key and --key; None (no CURVE) without --server-key."""
+        """From --server-key and --key; None (no CURVE) without --server-key; UsageError if unusable."""
         if server_key is None:
             if key is not None:
-                raise CurveError("--key goes with --server-key (the daemon's public key)")
+                raise UsageError("--key goes with --server-key (the daemon's public key)")
             return None
         if is_z85_key(server_key):
             public = server_key.encode("ascii")
@@ -229,14 +233,14 @@ class ClientCurve:
             try:
                 public = _read_certificate(server_key)[0]
             except ValueError as error:
-                raise CurveError(f"--server-key {server_key}: neither a 40-character Z85 key nor a "
+                raise UsageError(f"--server-key {server_key}: neither a 40-character Z85 key nor a "
                                  f"readable certificate: {error}") from None
         if key is None:
             return cls(public, Keypair(*zmq.curve_keypair()))
         try:
             return cls(public, _read_keypair(key))
         except ValueError as error:
-            raise CurveError(f"--key {key}: {error}") from None
+            raise UsageError(f"--key {key}: {error}") from None
 
     def apply(self, socket: zmq.Socket) -> None:
         socket.curve_serverkey = self.server_key
@@ -259,7 +263,7 @@ def require_server_key(endpoints: list[str], curve: ClientCurve | None) -> None:
     """A tcp:// endpoint needs --server-key: say so before connecting (else: silence, then timeouts)."""
     remote = [endpoint for endpoint in endpoints if is_tcp(endpoint)]
     if remote and curve is None:
-        raise CurveError(f"{remote[0]} is a TCP endpoint, which is encrypted: {SERVER_KEY_NEEDED}")
+        raise UsageError(f"{remote[0]} is a TCP endpoint, which is encrypted: {SERVER_KEY_NEEDED}")
 
 
 SERVER_KEY_NEEDED = ("give the daemon's public key with --server-key KEY "

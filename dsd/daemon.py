@@ -13,6 +13,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import socket
 import sys
 from typing import IO
 
@@ -21,14 +22,16 @@ from dsd.auth import read_keyring
 from dsd.config import ConfigError, Settings, find_config_path, load_settings, render_settings
 from dsd.curve import load_server_keys
 from dsd.io.control import BindError
-from dsd.io.multicast import TransportError
+from dsd.io.multicast import TransportError, interface_address
+from dsd.pidfile import Pidfile, PidfileError
 from dsd.store import StoreError
+from dsd.usage import Parser, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dsd",
         description="LAN cluster daemon: multicast discovery, heartbeats, failure detection, "
         "bully election; operated with dsctl.",
@@ -92,27 +95,39 @@ def claim_endpoints(settings: Settings) -> list[int]:
 def serve(settings: Settings, config_path: str | None, log_level: str | None) -> int:
     from dsd.service import Service
 
-    async def main() -> None:
+    async def main() -> int:
         service = Service(settings, config_path, log_level=log_level)
         await service.run()
+        return service.exit_status
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except (BindError, ConfigError, TransportError, StoreError) as error:
         logging.getLogger("dsd").error("%s", error)
         return EXIT_FAILED
-    return EXIT_OK
+
+
+def check_interface(settings: Settings) -> None:
+    """The multicast interface must exist and have an IPv4 address (else dsd would stop at start)."""
+    cluster = settings.cluster
+    try:
+        interface_address(cluster.interface, cluster.group)
+    except TransportError as error:
+        known = ", ".join(name for _, name in socket.if_nameindex())
+        raise ConfigError(f"{settings.source or 'built-in defaults'}: [cluster] interface = "
+                          f"{cluster.interface!r}: {error}; this host has {known}") from None
 
 
 def detach(args: argparse.Namespace, keep: list[int]) -> None:
+    """Become a daemon; every check that can fail (the pidfile, the log file) is made first."""
     import daemon
-    import daemon.pidfile
 
     pidfile = None
     if args.pidfile:
-        pidfile = daemon.pidfile.TimeoutPIDLockFile(os.path.abspath(args.pidfile), acquire_timeout=0)
-        if pidfile.is_locked():
-            raise BindError(f"pidfile {args.pidfile} is held by process {pidfile.read_pid()}")
+        pidfile = Pidfile(args.pidfile)
+        pidfile.acquire()
+        assert pidfile.fd is not None
+        keep = keep + [pidfile.fd]
     log_file = open(args.log_file, "a", buffering=1) if args.log_file else None
     context = daemon.DaemonContext(
         pidfile=pidfile, umask=0o027, files_preserve=keep, stderr=log_file, stdout=log_file,
@@ -122,7 +137,11 @@ def detach(args: argparse.Namespace, keep: list[int]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UsageError as error:
+        print(f"dsd: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         config_path = find_config_path(args.config)
         if config_path is not None:
@@ -130,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(config_path)
         read_keyring(settings.cluster.secret_file)  # checked here so that the error reaches the terminal
         load_server_keys(settings.control, create=False)  # the same for the TCP endpoints' keys
+        check_interface(settings)
     except ConfigError as error:
         print(f"dsd: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         locks = claim_endpoints(settings)
         if args.daemon:
             detach(args, locks)
-    except (BindError, OSError) as error:
+    except (BindError, PidfileError, OSError) as error:
         print(f"dsd: {error}", file=sys.stderr)
         return EXIT_FAILED
     setup_logging(settings, args.log_level, sys.stderr)

@@ -18,11 +18,11 @@ from typing import Any
 
 import zmq
 
-from dsd import __version__, auth, commands, linkwire, wire
+from dsd import __version__, auth, commands, human, linkwire, wire
 from dsd.config import ConfigError, Settings, load_settings
-from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
+from dsd.core.actions import Action, Log, Publish, Reply, Send, Stop, Transmit
 from dsd.core.chat import Chat, ChatLimits
-from dsd.core.node import LEADER, Node
+from dsd.core.node import DISCOVERING, LEADER, Node
 from dsd.core.timing import Timing
 from dsd.curve import load_server_keys
 from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable
@@ -32,6 +32,15 @@ from dsd.io.systemd import Notifier
 from dsd.store import open_store
 
 log = logging.getLogger("dsd")
+
+# Rejections that mean a misconfigured daemon rather than noise: logged once per sending host.
+MISCONFIGURED = {
+    auth.UNKNOWN_KEY: "signed with a key this daemon does not have (another [cluster] secret_file?)",
+    auth.BAD_TAG: "with signatures that do not verify (another key with the same key id?)",
+    auth.UNSIGNED: "unsigned (a daemon without [cluster] secret_file?)",
+    "signed": "signed, but this daemon has no [cluster] secret_file",
+}
+MAX_MISCONFIGURED = 64  # hosts warned about; a flood of spoofed sources adds no more lines
 
 
 def timing_of(settings: Settings) -> Timing:
@@ -65,7 +74,7 @@ class Service:
         self.loop = asyncio.get_running_loop()
         self.keyring = auth.read_keyring(settings.cluster.secret_file)
         self.sealer = auth.Sealer(self.keyring) if self.keyring else None
-        self.opener = auth.Opener(self.keyring) if self.keyring else None
+        self.opener = auth.Opener(self.keyring, own_name=settings.node.name) if self.keyring else None
         self.transport = transport or MulticastTransport(
             settings.cluster.group, settings.cluster.port, settings.cluster.interface, settings.cluster.ttl
         )
@@ -106,9 +115,11 @@ class Service:
         self.datagrams_rejected = dict.fromkeys(auth.REASONS, 0)
         self.link_messages_rejected = 0
         self.requests_refused: Counter[str] = Counter()  # by error code
+        self._warned: set[tuple[str, str]] = set()  # (reason, host) of MISCONFIGURED rejections logged
         self.chat_held = False
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
+        self.exit_status = 0  # 1 once the core said Stop
 
     # ------------------------------------------------------------- lifecycle
 
@@ -228,9 +239,18 @@ class Service:
         except auth.Rejected as error:
             self.datagrams_rejected[error.reason] += 1
             log.debug("rejected a datagram from %s (%s): %s", address, error.reason, error)
+            self._warn_misconfigured("signed" if self.opener is None and data.startswith(auth.HEADER)
+                                     else error.reason, address)
             return
         self._apply(self.node.receive(message, address, self.loop.time()))
         self._follow_view()
+
+    def _warn_misconfigured(self, reason: str, address: str) -> None:
+        host = address.rpartition(":")[0]
+        if reason in MISCONFIGURED and (reason, host) not in self._warned and len(self._warned) < MAX_MISCONFIGURED:
+            self._warned.add((reason, host))
+            log.warning("ignoring datagrams from %s: %s; said once, counted in dsctl stats", host,
+                        MISCONFIGURED[reason])
 
     def _on_link(self, data: bytes) -> None:
         try:
@@ -300,6 +320,10 @@ class Service:
                     status_changed = True
             elif isinstance(action, Log):
                 log.log(logging.getLevelName(action.level.upper()), action.text)
+            elif isinstance(action, Stop):
+                log.error("refusing to run: %s", action.reason)
+                self.exit_status = 1
+                self.stop()
         if status_changed:
             self._update_status()
         self._rearm()
@@ -308,11 +332,14 @@ class Service:
         """Tell the chat core about a new leader, term or set of peers, and connect the links."""
         node = self.node
         peers = {p.name: (p.endpoint, p.link_key) for p in node.peers}
-        view = (node.leader, {p.name: p.priority for p in node.peers})
+        # Not before discovery ends: a daemon that finds its name taken stops then, and its chat
+        # must not have spoken to the leader under the holder's name.
+        leader = None if node.role == DISCOVERING else node.leader
+        view = (leader, {p.name: p.priority for p in node.peers})
         self.links.connect(peers)
         if view != self._chat_view:
             self._chat_view = view
-            self._apply(self.chat.set_view(view[0], view[1], self.loop.time()))
+            self._apply(self.chat.set_view(leader, view[1], self.loop.time()))
 
     def _rearm(self) -> None:
         deadlines = [d for d in (self.node.next_deadline(), self.chat.next_deadline()) if d is not None]
@@ -327,13 +354,13 @@ class Service:
 
     def _update_status(self) -> None:
         node = self.node
-        servers = len(node.peers) + 1
+        servers = human.count(len(node.peers) + 1, "server")
         if node.role == LEADER:
-            text = f"leader of term {node.term}; {servers} servers"
+            text = f"leader of term {node.term}; {servers}"
         elif node.leader is None:
-            text = f"{node.role}, no leader yet; {servers} servers"
+            text = f"{node.role}, no leader yet; {servers}"
         else:
-            text = f"following {node.leader} (term {node.term}); {servers} servers"
+            text = f"following {node.leader} (term {node.term}); {servers}"
         self.notifier.status(text)
 
     # -------------------------------------------------- commands.Daemon API
@@ -406,9 +433,11 @@ class Service:
         return {"server_key": self.curve.public_key}
 
     def elect(self) -> dict[str, Any]:
+        """`previous_term`: before the election; `term`: after it (higher once this node declared)."""
+        previous = self.node.term
         self._apply(self.node.request_election(self.loop.time()))
         self._follow_view()
-        return {"started": True, "term": self.node.term}
+        return {"started": True, "previous_term": previous, "term": self.node.term}
 
     def forget(self, name: str) -> dict[str, Any]:
         config = self.chat.config

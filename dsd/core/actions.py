@@ -49,4 +49,11 @@ class Reply:
     error: tuple[str, str] | None = None
 
 
-Action = Union[Send, Publish, Log, Transmit, Reply]
+@dataclass(frozen=True)
+class Stop:
+    """Stop the daemon now, exit status 1, logging `reason`; no LEAVE (the name was never ours)."""
+
+    reason: str
+
+
+Action = Union[Send, Publish, Log, Transmit, Reply, Stop]

@@ -35,6 +35,7 @@ class Peer:
     role: str = "discovering"
     endpoint: str = ""
     link_key: str = ""  # CURVE public key of `endpoint`, "" without a cluster secret
+    contender: int = 0  # the incarnation of another daemon under this name last reported
 
     @property
     def rank(self) -> Rank:
@@ -65,9 +66,15 @@ class Membership:
         return self._peers.get(name) if name is not None else None
 
     def observe(
-        self, message: Message, address: str, now: float, out: list[Action]
+        self, message: Message, address: str, now: float, out: list[Action], settle: float = 0.0
     ) -> tuple[Peer | None, bool]:
-        """Record a sign of life. Returns (peer, restarted); peer is None when stale."""
+        """Record a sign of life. Returns (peer, restarted); peer is None when stale or contending.
+
+        A newer incarnation of a peer whose current one was heard less than `settle` ago is a
+        *contender*, not a restart: two daemons with one name (the newcomer refuses to run,
+        see `dsd.core.node`), and the one already in the view keeps its place. A real restart
+        is taken as soon as the old incarnation has been quiet for `settle`.
+        """
         floor = self._floor.get(message.name)
         if floor is not None:
             if message.incarnation < floor:
@@ -76,6 +83,8 @@ class Membership:
         peer = self._peers.get(message.name)
         restarted = False
         if peer is not None and message.incarnation < peer.incarnation:
+            return None, False
+        if peer is not None and message.incarnation > peer.incarnation and now - peer.last_seen < settle:
             return None, False
         if peer is None or message.incarnation > peer.incarnation:
             restarted = peer is not None

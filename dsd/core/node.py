@@ -10,6 +10,7 @@ Roles::
     follower    --leader dead/left---> candidate, or leader if nobody higher is alive
     leader      --better claim-------> follower
     any         --paused > failure_timeout--> discovering (a leader steps down first)
+    discovering --an older daemon with our name--> stopped (Stop: it holds the name)
 
 A leadership *claim* is a COORDINATOR, or a heartbeat whose sender names itself
 leader. A claim is accepted when its term is higher than ours, or equal with a
@@ -18,6 +19,11 @@ everywhere). Terms never go backwards. The highest-ranked node that sees no
 live higher node declares itself at once with term = highest term seen + 1, so
 an election in a settled view costs one COORDINATOR; lower nodes only fall
 back to ELECTION/ANSWER when the higher node stays silent.
+
+Names are unique. A daemon that starts under a name in use hears the holder (which answers
+a PROBE under its own name at once) while it is still discovering, and stops: the older
+incarnation holds a name. Its peers never take its datagrams for a restart of the holder
+while the holder speaks (see `Membership.observe`), so it changes nobody's view.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dsd.core.actions import Action, Log, Publish, Send
+from dsd.core.actions import Action, Log, Publish, Send, Stop
 from dsd.core.membership import Membership, Peer, Rank
 from dsd.core.timing import Timing
 from dsd.wire import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
@@ -91,6 +97,7 @@ class Node:
         self._probe_interval = timing.discovery_timeout
         self._phase: str | None = None
         self._election_deadline: float | None = None
+        self._namesake = 0  # the other incarnation under our name last reported
 
     @property
     def rank(self) -> Rank:
@@ -119,13 +126,16 @@ class Node:
         self._notice_pause(now, out)
         if message.name == self.name:
             if message.incarnation != self.incarnation:
-                self.counters.messages_refused += 1
-                if message.incarnation > self.incarnation:
-                    out.append(Log("warning", f"another node uses the name {self.name!r}"))
+                self._on_namesake(message, address, out)
             return out
-        peer, restarted = self.peers.observe(message, address, now, out)
+        known = self.peers.get(message.name)
+        peer, restarted = self.peers.observe(message, address, now, out, settle=self.timing.suspect_timeout)
         if peer is None:
             self.counters.messages_refused += 1
+            if known is not None and known.incarnation < message.incarnation != known.contender:
+                known.contender = message.incarnation  # said once per contender, not per datagram
+                out.append(Log("warning", f"ignoring a second daemon named {known.name!r} at {address}: "
+                                          f"the one at {known.address} has the name and is alive"))
             return out
         if restarted and self.leader == peer.name:
             self._set_leader(None, out)
@@ -220,6 +230,28 @@ class Node:
         self._next_heartbeat = min(self._next_heartbeat, now + timing.heartbeat_interval)
 
     # --------------------------------------------------------------- handlers
+
+    def _on_namesake(self, message: Message, address: str, out: list[Action]) -> None:
+        """A datagram under our name from another incarnation: another daemon has our name."""
+        self.counters.messages_refused += 1
+        older = message.incarnation < self.incarnation
+        if older and self.role == DISCOVERING:
+            self._stopped = True
+            out.append(Stop(f"the name {self.name!r} is held by the running dsd at {address} "
+                            f"(incarnation {message.incarnation}): stop that daemon, or give this one "
+                            "another [node] name"))
+            return
+        if isinstance(message, Probe):
+            out.append(Send(self._heartbeat()))  # the newcomer must hear us while it discovers
+        if message.incarnation == self._namesake:
+            return  # said already: once per namesake, not per datagram
+        self._namesake = message.incarnation
+        if older:
+            out.append(Log("warning", f"an older dsd at {address} has this daemon's name {self.name!r}: the "
+                                      "others may not see this one; stop one of them"))
+        else:
+            out.append(Log("warning", f"another dsd at {address} started with this daemon's name "
+                                      f"{self.name!r}; it should refuse to run, and the others ignore it"))
 
     def _on_heartbeat(self, peer: Peer, message: Heartbeat, now: float, out: list[Action]) -> None:
         self._highest_term_seen = max(self._highest_term_seen, message.term)

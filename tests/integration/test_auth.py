@@ -211,6 +211,12 @@ def test_a_daemon_with_another_secret_does_not_join(secured: Cluster) -> None:
         view = outsider.request("view")
         assert [s["name"] for s in view["servers"]] == ["d"] and view["leader"] == "d", view
         assert snapshot(secured, names) == before
+        # Each side says why, once per host, however many datagrams it drops.
+        stranger = secured.net.address(STRANGER) if secured.net else "127.0.0.1"
+        for daemon in [secured.daemons[n] for n in names]:
+            said = [l for l in daemon.logs().splitlines() if f"ignoring datagrams from {stranger}: signed with a key" in l]
+            assert len(said) == 1, said
+        assert outsider.logs().count("signed with a key this daemon does not have") >= 1
     finally:
         assert outsider.stop() == 0, outsider.logs()  # a clean exit, its links' ZAP handler and all
         del secured.daemons["d"]

@@ -213,6 +213,91 @@ def test_daemon_mode_detaches_writes_the_pidfile_and_stops_on_sigterm(make_clust
             os.kill(pid, signal.SIGKILL)
 
 
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def kill_detached(pidfile: Path, *pids: int | None) -> None:
+    """SIGKILL what a test detached, by the pids it knows and the one in the pidfile."""
+    for pid in {*pids, read_pid(pidfile)}:
+        if pid is not None and not process_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: process_gone(pid), 10, what=f"pid {pid} to exit")
+
+
+def start_detached(daemon: Daemon, pidfile: Path, previous: int | None = None) -> int:
+    """`dsd --daemon --pidfile`: its pid once the pidfile names a new process that answers."""
+    launcher = daemon.run("--daemon", "--pidfile", str(pidfile), "--log-file", str(daemon.dir / "detached.log"))
+    assert launcher.returncode == 0, launcher
+    pid = wait_until(lambda: (read_pid(pidfile) or previous) != previous and read_pid(pidfile), 10,
+                     what="the pidfile to name the new daemon")
+    wait_until(lambda: daemon.try_request("info", timeout=1) and daemon.request("info")["pid"] == pid, 10,
+               what=f"pid {pid} to answer")
+    return pid
+
+
+def test_a_pidfile_left_by_a_killed_daemon_does_not_block_the_next_start(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo", start=False)
+    other = cluster.add("other", host=1, start=False)  # its own endpoints: only the pidfile is shared
+    pidfile = daemon.dir / "dsd.pid"
+    first = second = None
+    try:
+        first = start_detached(daemon, pidfile)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: process_gone(first), 10, what="the first daemon to die")
+        assert read_pid(pidfile) == first, "kill -9 leaves the pidfile behind"
+        second = start_detached(daemon, pidfile, previous=first)
+        assert second != first
+        # A live holder, though, is refused, before detaching, with one line naming it.
+        again = other.run("--daemon", "--pidfile", str(pidfile))
+        assert again.returncode == 1, again
+        assert again.stderr.count("\n") == 1 and f"held by running process {second}" in again.stderr, again
+        assert read_pid(pidfile) == second and daemon.request("info")["pid"] == second
+    finally:
+        kill_detached(pidfile, first, second)
+
+
+def test_a_pidfile_in_a_missing_directory_is_an_error_before_detaching(make_cluster):
+    daemon = make_cluster(1).add("solo", start=False)
+    pidfile = daemon.dir / "no" / "such" / "dir" / "d.pid"
+    result = daemon.run("--daemon", "--pidfile", str(pidfile))
+    try:
+        assert result.returncode == 1, result
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and str(pidfile) in lines[0] and "No such file or directory" in lines[0], lines
+        assert not control_socket(daemon).exists() and daemon.try_request("ping") is None, "no daemon may run"
+    finally:
+        kill_detached(pidfile)
+
+
+def test_check_config_refuses_an_interface_this_host_does_not_have(make_cluster):
+    daemon = make_cluster(1).add("solo", start=False, cluster={"interface": "nosuch0"})
+    for args in (["--check-config"], []):
+        result = daemon.run(*args)
+        assert result.returncode == 1, result
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and result.stdout == "", result
+        assert lines[0].startswith(f"dsd: {daemon.config}: [cluster] interface = 'nosuch0': "), lines[0]
+        assert "eth0" in lines[0] or "lo" in lines[0], "it names the interfaces there are"
+    assert not control_socket(daemon).exists()
+
+
+@pytest.mark.parametrize("args", [["--pidfile", "/tmp/x.pid"], ["--log-file", "/tmp/x.log"], ["--bogus"],
+                                  ["--log-level", "loud"], ["extra"]],
+                         ids=["pidfile-without-daemon", "log-file-without-daemon", "unknown-option",
+                              "bad-log-level", "stray-argument"])
+def test_usage_errors_exit_2_with_one_line(make_cluster, args):
+    daemon = make_cluster(1).add("solo", start=False)
+    result = daemon.run(*args)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("dsd: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr and not control_socket(daemon).exists()
+
+
 # ------------------------------------------------------------------ systemd notify
 
 

@@ -121,9 +121,50 @@ def test_stats_has_the_counters_of_the_issue(cluster):
     assert stats["datagrams_sent"] > 0 and stats["datagrams_received"] > 0
     assert stats["elections_won"] >= 1 and stats["leader_changes"] >= 1 and stats["uptime"] > 0
     text = ok(c.dsctl("stats"))
-    listed = {line.split()[0]: line.split()[1] for line in text.strip().splitlines()}
-    assert STATS_COUNTERS <= set(listed), text
-    assert int(listed["elections_won"]) >= 1
+    assert_no_reprs(text)
+    # Grouped like `serf info`: a title, then `  key  value` lines, the values in one column.
+    groups: dict[str, dict[str, str]] = {}
+    starts = set()
+    for line in text.splitlines():
+        if not line.startswith("  "):
+            assert line.endswith(":"), text
+            group = groups.setdefault(line[:-1], {})
+            continue
+        key, rest = line.strip().split(None, 1)
+        starts.add(line.index(rest, len(key) + 2))
+        group[key] = rest
+    assert list(groups) == ["cluster", "datagrams", "election", "chat"], text
+    assert len(starts) == 1, f"values not aligned:\n{text}"
+    shown = {f"{title}_{key}" if f"{title}_{key}" in stats else key for title, keys in groups.items()
+             for key in keys}
+    assert shown == set(stats), text
+    assert int(groups["datagrams"]["sent"]) >= stats["datagrams_sent"]  # asked later: more since
+    assert int(groups["election"]["elections_won"]) >= 1
+    assert groups["datagrams"]["rejected_by_reason"].startswith("malformed 0, "), text
+    assert re.fullmatch(r"\d+\.\ds|\d+m \d\ds", groups["cluster"]["uptime"]), text
+
+
+def assert_no_reprs(text: str) -> None:
+    """Human output: no Python dicts, lists, strings in quotes or None."""
+    for token in ("{", "}", "[", "]", "'", "None", "True", "False"):
+        assert token not in text, f"{token!r} in\n{text}"
+
+
+def test_info_for_people_has_no_reprs(cluster):
+    a = cluster.daemons["a"]
+    info = json.loads(ok(a.dsctl("info", "--json")))
+    assert info["tcp_endpoint"] is None
+    text = ok(a.dsctl("info"))
+    assert_no_reprs(text)
+    assert re.search(r"^tcp_endpoint\s+-$", text, re.MULTILINE), text
+    assert re.search(rf"^pid\s+{info['pid']}$", text, re.MULTILINE), text
+
+
+@pytest.mark.parametrize("command", ["view", "leader", "stats", "info", "ping"])
+def test_json_output_is_one_object_on_one_line(cluster, command):
+    out = ok(cluster.daemons["b"].dsctl(command, "--json"))
+    assert out.count("\n") == 1 and out.endswith("\n"), out
+    assert isinstance(json.loads(out), dict)
 
 
 def test_ping(cluster):
@@ -132,7 +173,9 @@ def test_ping(cluster):
 
 def test_elect_on_the_leader_starts_an_election_in_a_new_term(cluster):
     term, _ = cluster.wait_agreed("c")
-    ok(cluster.daemons["c"].dsctl("elect"))
+    said = ok(cluster.daemons["c"].dsctl("elect")).strip()
+    # The term before the election, then the one the leader declared.
+    assert said == f"election started (term was {term}, now {term + 1})", said
     new_term, _ = wait_until(lambda: (cluster.agreed("c") or (0, ""))[0] > term and cluster.agreed("c"), 5,
                              what="agreement on c in a newer term")
     assert new_term > term
@@ -241,7 +284,8 @@ def test_unreachable_endpoint_from_the_config_file(tmp_path):
 def test_usage_errors_exit_2(tmp_path, args):
     result = dsctl("-e", f"ipc://{tmp_path}/none.ctl", *args)
     assert result.returncode == EXIT_USAGE, result
-    assert "usage: dsctl" in result.stderr and result.stdout == ""
+    assert result.stdout == "" and result.stderr.startswith("dsctl: "), result
+    assert result.stderr.count("\n") == 1 and "--help" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("text, words", [
@@ -294,5 +338,48 @@ def test_keygen_makes_a_client_keypair_and_never_overwrites_it(tmp_path):
 
 def test_a_tcp_endpoint_without_server_key_is_refused_before_connecting():
     result = dsctl("-e", "tcp://127.0.0.1:1", "ping")
-    assert result.returncode == EXIT_FAILED
+    assert result.returncode == EXIT_USAGE
     assert result.stderr.startswith("dsctl: tcp://127.0.0.1:1 is a TCP endpoint") and "--server-key" in result.stderr
+
+
+def test_watch_says_when_its_daemon_stops_answering_and_when_it_is_back(make_cluster):
+    cluster = make_cluster(1)
+    daemon = cluster.add("solo")
+    wait_until(lambda: daemon.try_request("ping"), 10, what="solo to answer")
+    args = [sys.executable, "-m", "dsctl", "-c", str(daemon.config), "--timeout", "0.2", "watch"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        line = None
+        while line is None and time.monotonic() < deadline:  # until watch's subscription is live
+            cluster.mark(1)
+            line = read_line(process, min(deadline, time.monotonic() + 0.3))
+        assert line is not None, "watch printed nothing"
+        daemon.kill()
+        lost = read_stderr_line(process, 20)
+        assert "still watching" in lost and daemon.endpoint in lost, lost
+        daemon.start()
+        back = read_stderr_line(process, 30)
+        assert f"dsd at {daemon.endpoint} answers again" in back, back
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == EXIT_OK
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def read_stderr_line(process: subprocess.Popen, timeout: float) -> str:
+    """The next line on the process's stderr; AssertionError if none comes in time."""
+    fd = process.stderr.fileno()
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    while not buffer.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0 and select.select([fd], [], [], remaining)[0], f"no line on stderr; got {buffer!r}"
+        chunk = os.read(fd, 1)
+        assert chunk, f"stderr closed; got {buffer!r}"
+        buffer += chunk
+    return buffer.decode()

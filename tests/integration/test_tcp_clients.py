@@ -26,7 +26,7 @@ from tests.cluster import Cluster, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
 
 CLIENT_HOST = 2
-EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 QUICK = ("--timeout", "0.5")  # a try per half second: a client that gets no answer gives up in 1.5 s
 
 
@@ -132,7 +132,7 @@ def test_elect_over_tcp_needs_an_admin_key(setup):
 
 def test_a_tcp_endpoint_without_server_key_is_refused_before_connecting(setup):
     result = dsctl(setup, "ping")
-    assert result.returncode == EXIT_FAILED
+    assert result.returncode == EXIT_USAGE
     assert "is a TCP endpoint" in result.stderr and "--server-key" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -13,7 +13,7 @@ import zmq
 
 from dsd import auth, wire
 from dsd.auth import (
-    BAD_TAG, MALFORMED, REPLAYED, UNKNOWN_KEY, UNSIGNED, WINDOW, Keyring, Opener, Rejected, Sealer,
+    BAD_TAG, INCARNATIONS, MALFORMED, REPLAYED, UNKNOWN_KEY, UNSIGNED, WINDOW, Keyring, Opener, Rejected, Sealer,
     parse_keyring, read_keyring,
 )
 from dsd.config import ConfigError, parse_settings
@@ -152,15 +152,55 @@ def test_a_jump_beyond_the_window_forgets_the_old_bits() -> None:
     assert opener.open(sealed(ring, counter=10 * WINDOW))
 
 
-def test_an_older_incarnation_is_rejected_and_a_newer_one_starts_afresh() -> None:
+def coordinator(incarnation: int) -> wire.Coordinator:
+    return wire.Coordinator("alpha", incarnation, 100, 3)
+
+
+def test_a_newer_incarnation_starts_afresh_beside_the_older_one() -> None:
     ring = Keyring((KEY_A,))
     opener = Opener(ring)
-    old, new = wire.Coordinator("alpha", 7, 100, 3), wire.Coordinator("alpha", 8, 100, 3)
+    old, new = coordinator(7), coordinator(8)
     assert opener.open(sealed(ring, old, counter=500)) == old
-    assert opener.open(sealed(ring, new, counter=1)) == new  # a restart: counters begin again
-    assert reason(opener, sealed(ring, old, counter=501)) == REPLAYED
+    assert opener.open(sealed(ring, new, counter=1)) == new  # a restart, or a second daemon named alpha
+    # The older one's own new datagrams still count: a newcomer cannot make them look replayed.
+    assert opener.open(sealed(ring, old, counter=501)) == old
+    assert reason(opener, sealed(ring, old, counter=500)) == REPLAYED
     assert reason(opener, sealed(ring, new, counter=1)) == REPLAYED
     assert opener.open(sealed(ring, new, counter=2)) == new
+    assert reason(opener, sealed(ring, coordinator(6), counter=1)) == REPLAYED  # older than every kept one
+    assert opener.senders == 1
+
+
+def test_newcomers_that_come_and_go_never_push_out_a_holder_that_keeps_speaking() -> None:
+    ring = Keyring((KEY_A,))
+    opener = Opener(ring)
+    counter = 100
+    assert opener.open(sealed(ring, coordinator(7), counter=counter))
+    for newcomer in range(8, 8 + 3 * INCARNATIONS):  # a duplicate restarted again and again
+        assert opener.open(sealed(ring, coordinator(newcomer), counter=1))
+        counter += 1
+        assert opener.open(sealed(ring, coordinator(7), counter=counter)), f"after newcomer {newcomer}"
+    assert reason(opener, sealed(ring, coordinator(7), counter=counter)) == REPLAYED
+
+
+def test_a_dead_incarnation_goes_once_newer_ones_fill_the_windows() -> None:
+    ring = Keyring((KEY_A,))
+    opener = Opener(ring)
+    assert opener.open(sealed(ring, coordinator(7), counter=1))
+    for restart in range(8, 8 + INCARNATIONS):  # 7 speaks no more: restarts, each heard from
+        assert opener.open(sealed(ring, coordinator(restart), counter=1))
+    assert reason(opener, sealed(ring, coordinator(7), counter=2)) == REPLAYED  # older than every kept one
+
+
+def test_under_its_own_name_a_daemon_hears_an_older_incarnation_once() -> None:
+    ring = Keyring((KEY_A,))
+    opener = Opener(ring, own_name="alpha")
+    mine, holder = sealed(ring, coordinator(8), counter=1), sealed(ring, coordinator(7), counter=1)
+    assert opener.open(mine) == coordinator(8)
+    assert opener.open(holder) == coordinator(7), "the daemon holding the name this one wants"
+    assert reason(opener, holder) == REPLAYED and reason(opener, mine) == REPLAYED
+    other = Opener(ring, own_name="beta")
+    assert other.open(mine) and reason(other, sealed(ring, coordinator(7), counter=2)) == REPLAYED
 
 
 def test_senders_are_tracked_separately() -> None:

@@ -21,6 +21,7 @@ from dsd.config import ConfigError, ControlSettings
 from dsd.curve import (ClientCurve, CurveError, create_certificates, keygen, load_server_keys, public_keys,
                        require_server_key)
 from dsd.io.control import ControlServer, CurveServer, cancel
+from dsd.usage import UsageError
 from tests.unit.test_config import error_of, parse
 from tests.unit.test_fuzz import StubDaemon
 
@@ -150,7 +151,7 @@ def test_keygen_makes_a_private_secret_and_never_overwrites(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("name", ["", "a/b", "../x", "x" * 65, "é"])
 def test_keygen_refuses_a_bad_name(tmp_path: Path, name: str) -> None:
-    with pytest.raises(CurveError, match="bad name"):
+    with pytest.raises(UsageError, match="bad name"):
         keygen(str(tmp_path), name)
     assert os.listdir(tmp_path) == []
 
@@ -177,25 +178,25 @@ def test_key_is_read_from_a_secret_certificate(tmp_path: Path) -> None:
     public, secret, key = keygen(str(tmp_path), "alice")
     curve = ClientCurve.from_options(server, secret)
     assert curve is not None and curve.keypair.public == key.encode()
-    with pytest.raises(CurveError, match=r"--key .*alice.key: it holds no secret-key: give the NAME.key_secret"):
+    with pytest.raises(UsageError, match=r"--key .*alice.key: it holds no secret-key: give the NAME.key_secret"):
         ClientCurve.from_options(server, public)
 
 
 @pytest.mark.parametrize("given", ["tooshort", "x" * 40 + "y", "~" * 40, "/no/such/file"])
 def test_a_bad_server_key_is_a_clear_error(given: str) -> None:
-    with pytest.raises(CurveError, match=r"--server-key .*neither a 40-character Z85 key nor a readable certificate"):
+    with pytest.raises(UsageError, match=r"--server-key .*neither a 40-character Z85 key nor a readable certificate"):
         ClientCurve.from_options(given, None)
 
 
 def test_key_without_server_key_is_an_error(tmp_path: Path) -> None:
     _, secret, _ = keygen(str(tmp_path), "alice")
-    with pytest.raises(CurveError, match="--key goes with --server-key"):
+    with pytest.raises(UsageError, match="--key goes with --server-key"):
         ClientCurve.from_options(None, secret)
 
 
 def test_a_tcp_endpoint_needs_a_server_key_before_connecting() -> None:
     require_server_key(["ipc:///run/dsd/dsd.ctl"], None)
-    with pytest.raises(CurveError, match=r"tcp://h:5009 is a TCP endpoint.*--server-key KEY.*dsctl server-key"):
+    with pytest.raises(UsageError, match=r"tcp://h:5009 is a TCP endpoint.*--server-key KEY.*dsctl server-key"):
         require_server_key(["ipc:///run/dsd/dsd.ctl", "tcp://h:5009"], None)
 
 

@@ -198,6 +198,24 @@ def test_who_and_status():
     ]
 
 
+def test_status_wraps_to_the_terminal_and_shows_no_reprs():
+    view = {"self": "h1", "leader": "h1", "term": 2, "servers": [
+        {"name": "h1", "state": "alive", "role": "leader", "leader": "h1", "term": 2}]}
+    stats = {"chat_role": "leader", "chat_last_seq": 40, "link_messages_sent": 7, "chat_quorum": 0,
+             "link_messages_by_peer": {"h2": 3, "h3": 4}, "chat_leader": None}
+    users = [{"user": f"user{i}", "server": "h1"} for i in range(12)]
+    lines = render.render_status(view, stats, users, "user0", "h1", "ipc:///run/dsd/dsd.ctl",
+                                 40, 1, 0, width=40).splitlines()
+    prose = lines[3:]
+    assert all(len(line) <= 40 for line in prose), lines
+    assert prose[0] == "leader: h1  term: 2" and prose[1].startswith("users: 12 (user0, ")
+    continued = [line for line in prose if line.startswith("  ")]
+    assert len(continued) >= 3, prose  # the users and the counters went on over several lines
+    text = " ".join(line.strip() for line in prose)
+    assert "link_messages_by_peer h2 3, h3 4" in text and "chat_leader -" in text, text
+    assert "{" not in text and "None" not in text
+
+
 def test_typed_lines():
     assert parse_input("hello\n") == Action("send", "hello")
     assert parse_input("   ") == Action("nothing")
@@ -225,10 +243,9 @@ def test_a_feed_bound_on_all_interfaces_is_reached_on_the_control_host():
     ["alice", "bob"],
 ])
 def test_usage_errors_exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as exit:
-        main(argv)
-    assert exit.value.code == EXIT_USAGE
-    assert "usage: dschat" in capsys.readouterr().err
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("dschat: ") and err.count("\n") == 1 and "dschat --help" in err, err
 
 
 def test_help_documents_the_exit_codes(capsys):
@@ -257,7 +274,7 @@ def test_a_bad_configuration_is_one_line_and_exit_1(tmp_path, capsys):
 def test_curve_option_errors_are_one_line_before_connecting(argv, words, capsys, monkeypatch):
     monkeypatch.setattr("dschat.cli.discover", lambda cluster: pytest.fail("probed"))
     monkeypatch.setattr("dschat.cli._run", lambda *a: pytest.fail("connected"))
-    assert main(argv) == EXIT_FAILED
+    assert main(argv) == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("dschat: ") and err.count("\n") == 1 and all(word in err for word in words), err
 
@@ -361,8 +378,9 @@ def test_piped_json_sends_every_line_and_prints_what_is_delivered(chat, dschat):
     assert client.finish() == EXIT_OK, client.err
     entries = assert_one_stream(client, chat)
     assert all(list(e) == list(render.JSON_KEYS) for e in entries)
+    # Piped, the history before the join is not shown (README: that is for the terminal).
     assert [(e["kind"], e["user"], e["text"]) for e in entries] == [
-        ("message", "bob", "before"), ("join", "alice", ""), ("message", "alice", "hello"),
+        ("join", "alice", ""), ("message", "alice", "hello"),
         ("message", "alice", "world"), ("message", "bob", "hi alice"), ("leave", "alice", ""),
     ]
     assert entries[-1] == chat.entries()[-1]  # left cleanly, and shown to the end
@@ -382,8 +400,8 @@ def test_history_shows_the_last_n_entries_then_the_feed(chat, dschat):
 
     quiet = dschat(*ep(chat, "h1"), *PATIENT, "--json", "--history", "0", "carol")
     assert quiet.finish() == EXIT_OK, quiet.err
-    # Nothing from before the history request, which comes after the join.
-    assert [(e["kind"], e["user"]) for e in quiet.entries()] == [("leave", "carol")]
+    # Nothing from before its own join, which is where a run without history starts.
+    assert [(e["kind"], e["user"]) for e in quiet.entries()] == [("join", "carol"), ("leave", "carol")]
 
 
 def test_text_output_for_people(chat, dschat):
@@ -445,6 +463,17 @@ def test_no_daemon_is_exit_3_naming_the_endpoints(tmp_path, dschat):
     assert f"no answer from {stale} after 3 tries of 0.2s" in err
 
 
+def test_the_hint_about_tcp_keys_is_given_once(dschat, tmp_path):
+    from dsd.curve import keygen
+
+    key = keygen(str(tmp_path), "server")[2]
+    client = dschat("-e", "tcp://127.0.0.1:9", "-e", "tcp://127.0.0.1:10", "--server-key", key, *FAST, "alice")
+    assert client.finish() == EXIT_UNREACHABLE
+    err = "\n".join(client.err)
+    assert "no answer from tcp://127.0.0.1:9" in err and "no answer from tcp://127.0.0.1:10" in err, err
+    assert err.count("wrong --server-key") == 1, err
+
+
 def test_the_configuration_names_the_daemon(chat, dschat, tmp_path):
     config = tmp_path / "dsd.toml"
     config.write_text(f"[control]\nendpoint = '{chat.daemons['h2'].endpoint}'\n"
@@ -466,12 +495,12 @@ def test_a_refused_line_is_named_in_the_exit_status(chat, dschat):
 
 
 def test_rate_limited_is_retried_after_a_backoff(chat, dschat):
-    chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send": ["rate_limited", "rate_limited"]}))
+    chat.call(lambda: chat.daemons["h1"].faults.update({"chat.send": ["rate_limited"] * 4}))
     client = dschat(*ep(chat, "h1"), *PATIENT, "--json", "alice")
     client.write("one", "two")
     assert client.finish() == EXIT_OK, client.err
     assert chat.messages() == ["one", "two"]
-    assert sum("rate_limited" in line for line in client.err) == 2
+    assert sum("rate_limited" in line for line in client.err) == 1, client.err  # once, not per retry
 
 
 def test_a_lost_reply_is_retried_with_the_same_id_and_recorded_once(chat, dschat):
@@ -528,6 +557,8 @@ def test_one_endpoint_is_retried_until_it_answers_again(chat, dschat):
     # Lost (3 silent tries of the send), then it asks the same daemon for info again: it
     # is unfrozen only once it has asked in vain, so it must have retried to get through.
     wait_until(lambda: any(f"lost {h1.endpoint}" in line for line in client.err), WAIT, what="the daemon lost")
+    lost = next(line for line in client.err if f"lost {h1.endpoint}" in line)
+    assert "reconnecting for up to" in lost and "failing over" not in lost, lost  # nowhere else to go
     wait_until(lambda: len(chat.requests("h1", "info")) > infos, WAIT, what="a reconnection attempt")
     chat.call(lambda: setattr(h1, "frozen", False))
     wait_until(lambda: client.shown("patience"), WAIT, what="the line, once the daemon answers")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from dsd.core.actions import Action, Log, Publish, Send
+from dsd.core.actions import Action, Log, Publish, Send, Stop
 from dsd.core.node import CANDIDATE, DISCOVERING, FOLLOWER, LEADER, Node
 from dsd.core.timing import Timing
 from dsd.wire import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
@@ -383,7 +383,7 @@ def test_leaving_leader_lower_node_becomes_candidate() -> None:
 
 def test_restarted_leader_is_no_longer_followed() -> None:
     d = follower_of("b", 100, "a", 200, term=1)
-    out = d.receive(hb("a", 200, inc=2, state="discovering"), 0.3)
+    out = d.receive(hb("a", 200, inc=2, state="discovering"), 0.5625)  # the old one quiet since 0.0625
     joins = published(out, "view.join")
     assert [j.event["restarted"] for j in joins] == [True] and joins[0].event["incarnation"] == 2
     assert leader_events(out) == [{"leader": None, "term": 1, "previous": "a"}]
@@ -392,7 +392,7 @@ def test_restarted_leader_is_no_longer_followed() -> None:
 
 def test_restarted_leader_coming_back_as_leader_is_followed_again() -> None:
     d = follower_of("b", 100, "a", 200, term=1)
-    out = d.receive(hb("a", 200, inc=2, term=2, leader="a"), 0.3)
+    out = d.receive(hb("a", 200, inc=2, term=2, leader="a"), 0.5625)
     assert leader_events(out) == [{"leader": None, "term": 1, "previous": "a"},
                                   {"leader": "a", "term": 2, "previous": None}]
     assert d.state() == (FOLLOWER, "a", 2)
@@ -400,7 +400,7 @@ def test_restarted_leader_coming_back_as_leader_is_followed_again() -> None:
 
 def test_restarted_follower_does_not_disturb_the_leader() -> None:
     d = follower_of("b", 100, "a", 200, term=1, others=(hb("c", 50, term=1, leader="a"),))
-    out = d.receive(hb("c", 50, inc=2, state="discovering"), 0.3)
+    out = d.receive(hb("c", 50, inc=2, state="discovering"), 0.5625)
     assert published(out, "view.join")[0].event["restarted"] is True
     assert leader_events(out) == [] and sent(out) == []
     assert d.state() == (FOLLOWER, "a", 1)
@@ -752,3 +752,53 @@ def test_the_heartbeat_announces_the_link_key_and_the_peer_keeps_it_beside_its_e
 def test_without_a_link_key_the_heartbeat_carries_an_empty_one() -> None:
     d = Driver()
     assert all(b.link_key == "" for b in sent(d.advance(0.25), Heartbeat))
+
+
+# ------------------------------------------------------------------ duplicate names
+
+
+def test_a_daemon_that_hears_an_older_holder_of_its_name_while_discovering_stops() -> None:
+    d = Driver("a", 100, incarnation=20)
+    out = d.receive(hb("a", 100, inc=10, term=3, leader="c"), 0.0625, address="10.0.0.1:5008")
+    stops = [action for action in out if isinstance(action, Stop)]
+    assert len(stops) == 1 and "the name 'a' is held by the running dsd at 10.0.0.1:5008" in stops[0].reason
+    assert sent(out) == [] and published(out) == []
+    # Nothing more under the holder's name: no LEAVE, no heartbeat, no answer.
+    assert d.node.leave(0.125) == [] and d.advance(2.0) == [] and d.node.next_deadline() is None
+    assert d.receive(Probe("b", 1, 50), 2.0) == []
+
+
+def test_the_holder_answers_a_namesakes_probe_at_once_and_says_so_once() -> None:
+    d = follower_of("a", 100, "c", 200)
+    out = d.receive(Probe("a", 99, 100), 0.3125, address="10.0.0.9:5008")
+    assert [m.incarnation for m in sent(out, Heartbeat)] == [d.node.incarnation]
+    warnings = [a.text for a in out if isinstance(a, Log) and a.level == "warning"]
+    assert len(warnings) == 1 and "10.0.0.9:5008 started with this daemon's name 'a'" in warnings[0]
+    again = d.receive(Probe("a", 99, 100), 0.375)
+    assert sent(again, Heartbeat) and not [a for a in again if isinstance(a, Log)]
+    assert d.state() == (FOLLOWER, "c", 1) and not [a for a in out + again if isinstance(a, Stop)]
+
+
+def test_a_newer_namesake_does_not_stop_a_discovering_holder() -> None:
+    d = Driver("a", 100, incarnation=20)
+    out = d.receive(Probe("a", 30, 100), 0.0625)  # two started at once: the older stays
+    assert not [a for a in out if isinstance(a, Stop)] and sent(out, Heartbeat)
+    d.advance(0.25)
+    assert d.state() == (LEADER, "a", 1)
+
+
+def test_peers_ignore_a_namesake_while_the_holder_speaks() -> None:
+    d = follower_of("b", 100, "a", 200, term=1, others=(hb("c", 50, term=1, leader="a"),))
+    # The newcomer "c" probes, answers and claims leadership in a higher term: all of it ignored.
+    out = []
+    for at, message in ((0.3125, Probe("c", 9, 300)), (0.375, hb("c", 300, inc=9, state="discovering")),
+                        (0.4375, Coordinator("c", 9, 300, 5)), (0.5, Leave("c", 9, 300))):
+        out += d.receive(hb("c", 50, term=1, leader="a"), at)  # the holder keeps speaking
+        out += d.receive(message, at, address="10.0.0.9:5008")
+    assert published(out) == [] and sent(out) == []
+    warnings = [a.text for a in out if isinstance(a, Log) and a.level == "warning"]
+    assert warnings == ["ignoring a second daemon named 'c' at 10.0.0.9:5008: the one at c.lan:7946 "
+                        "has the name and is alive"]
+    assert d.state() == (FOLLOWER, "a", 1)
+    peer = d.peer("c")
+    assert peer is not None and (peer.incarnation, peer.address, peer.priority) == (1, addr("c"), 50)

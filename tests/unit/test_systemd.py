@@ -253,3 +253,46 @@ def test_unit_verifies_cleanly(tmp_path: Path) -> None:
     about_unit = [line for line in result.stderr.splitlines() if "dsd.service" in line]
     assert about_unit == [], result.stderr
     assert result.returncode == 0, result.stderr
+
+
+# --- the cluster secret as a systemd credential ------------------------------------------------
+
+README = UNIT.parents[1] / "README.md"
+CREDENTIAL = "LoadCredential=dsd.key:/etc/dsd.key"
+CREDENTIAL_PATH = "/run/credentials/dsd.service/dsd.key"
+
+
+def test_the_readme_and_the_unit_give_the_secret_as_a_credential() -> None:
+    """DynamicUser=yes has no fixed user to own the secret: systemd passes it as a credential."""
+    for text in (README.read_text(), UNIT.read_text()):
+        assert CREDENTIAL in text
+        assert f'secret_file = "{CREDENTIAL_PATH}"' in text
+    assert "owned by the dsd user" not in README.read_text()
+
+
+def test_dsd_reads_the_secret_as_a_service_sees_its_credential(tmp_path: Path) -> None:
+    # systemd's copy: mode 0400, owned by the service's (dynamic) user, not by whoever runs this.
+    from dsd.auth import read_keyring
+
+    path = tmp_path / "credentials" / "dsd.service" / "dsd.key"
+    path.parent.mkdir(parents=True)
+    path.write_text("bSwm0ASoSkU9dSWMnEfFn0lIxH2mp3W0ucEBEqUIrvc=\n")
+    path.chmod(0o400)
+    if os.geteuid() == 0:
+        os.chown(path, 61234, 61234)
+    keyring = read_keyring(str(path))
+    assert keyring is not None and len(keyring.keys) == 1
+
+
+@needs_analyze
+def test_the_unit_with_the_credential_verifies(tmp_path: Path) -> None:
+    stub = tmp_path / "dsd"
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    text = UNIT.read_text().replace("\nExecStart=/usr/local/bin/dsd\n", f"\nExecStart={stub}\n")
+    copy = tmp_path / "dsd.service"
+    copy.write_text(text.replace("\n[Service]\n", f"\n[Service]\n{CREDENTIAL}\n", 1))
+    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)],
+                            capture_output=True, text=True, check=False)
+    assert [line for line in result.stderr.splitlines() if "dsd.service" in line] == [], result.stderr
+    assert result.returncode == 0, result.stderr
