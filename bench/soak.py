@@ -1,6 +1,6 @@
 """Chaos soak: five daemons on private hosts, chat traffic, random faults, then the invariants.
 
-    python -m bench.soak [--seconds 600] [--seed 7] [--keep-logs DIR] [--no-quorum] [--log-level debug]
+    python -m bench.soak [--seconds 600] [--seed 7] [--keep-logs DIR] [--log-level debug]
 
 Five daemons (a..e, e ranked highest) at the default timings on five private hosts; on each
 host a `dschat --json` user sends uniquely numbered lines, in rounds (join, lines, leave),
@@ -12,12 +12,9 @@ than failure_timeout, a partition then its heal, SIGTERM then start, forged data
 sometimes with forged datagrams sent while another fault is in effect. After each fault
 the soak waits for one leader agreed by all five.
 
-Partitions (a short blip, a host cut off, a 2|3 split) run under traffic: the daemons have
-`[chat] cluster_size = 5`, so the minority side takes no messages until the heal and the
-logs never split. `--no-quorum` runs the default configuration (cluster_size 0) instead,
-where both sides of a long partition would commit on their own: it first quiesces the
-traffic before a long partition (a host cut off, or a 2|3 split, longer than
-failure_timeout) until every daemon holds the same log.
+Partitions (a short blip, a host cut off, a 2|3 split) run under traffic at the default chat
+settings: the minority side refuses messages (no_quorum) until the heal, its clients re-send
+them then, and the logs never split.
 
 Every daemon has the cluster secret (`[cluster] secret_file`); the forged datagrams, sent into
 the group from a private host, are a COORDINATOR and a HEARTBEAT with a huge term from a
@@ -90,14 +87,12 @@ class Fault:
 class Soak:
     """The cluster, the traffic, the fault injector and the checks of one run."""
 
-    def __init__(self, cluster: Cluster, seconds: float, seed: int, quorum: bool = True,
-                 log_level: str = "info") -> None:
+    def __init__(self, cluster: Cluster, seconds: float, seed: int, log_level: str = "info") -> None:
         self.cluster = cluster
         self.log_level = log_level
         self.seconds = seconds
         self.seed = seed
         self.rng = random.Random(seed)
-        self.quorum = quorum
         self.key = os.urandom(32)
         self._strangers = auth.Sealer(auth.Keyring((os.urandom(32),)))  # a key the cluster does not know
         self._cluster_sealer = auth.Sealer(auth.Keyring((self.key,)))
@@ -123,7 +118,7 @@ class Soak:
         secret.chmod(0o600)
         for i, name in enumerate(NAMES, start=1):
             cluster.add(name, priority=100 + i, timing=dict(DEFAULT_TIMING), log={"level": self.log_level},
-                        chat={"client_timeout": CLIENT_TIMEOUT, "cluster_size": len(NAMES) if self.quorum else 0},
+                        chat={"client_timeout": CLIENT_TIMEOUT},
                         cluster={"secret_file": str(secret)})
         wait_until(self._started, 60, interval=0.1, what="five daemons agreeing on e")
         self.traffic = Traffic(cluster, self.seed)
@@ -289,10 +284,6 @@ class Soak:
             length = self.rng.uniform(1.5, 4.0) * FAILURE_TIMEOUT
         side = {d.name for d in self.cluster.daemons.values() if d.host in hosts}
         fault.detail = f"{shape} of {'+'.join(sorted(side))} for {length:.2f}s"
-        quiesce = shape != "blip" and not self.quorum
-        assert self.traffic is not None
-        if quiesce and not self.traffic.pause():
-            self.violation(f"traffic did not quiesce within {FINAL:g}s before a {shape}")
         try:
             if shape == "split":
                 net.split(hosts)
@@ -534,12 +525,11 @@ class Report:
         return ", ".join(f"{name} {count}" for name, count in sorted(parts.items())) or "-"
 
 
-def run_soak(seconds: float, seed: int, keep_logs: Path | None = None, quorum: bool = True,
-             log_level: str = "info") -> Report:
+def run_soak(seconds: float, seed: int, keep_logs: Path | None = None, log_level: str = "info") -> Report:
     """One soak on private hosts; every process stopped by pid and every namespace deleted, whatever happens."""
     started = time.monotonic()
     with private_cluster(len(NAMES)) as cluster:
-        soak = Soak(cluster, seconds, seed, quorum, log_level)
+        soak = Soak(cluster, seconds, seed, log_level)
         try:
             soak.start()
             soak.inject()
@@ -572,9 +562,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
                         help="on a violation, copy the daemons' logs and the clients' stderr to DIR "
                              "(default: a new directory under /tmp)")
-    parser.add_argument("--no-quorum", action="store_true",
-                        help="run the daemons without [chat] cluster_size (the default configuration), "
-                             "quiescing the chat traffic before long partitions")
     parser.add_argument("--log-level", choices=("debug", "info"), default="info",
                         help="the daemons' log level (default info)")
     args = parser.parse_args(argv)
@@ -584,15 +571,14 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     try:
         note = before_run()
-        report = run_soak(args.seconds, args.seed, keep, not args.no_quorum, args.log_level)
+        report = run_soak(args.seconds, args.seed, keep, args.log_level)
     except KeyboardInterrupt:
         progress("soak: interrupted; every process stopped and namespace deleted")
         return 130
     except BenchError as error:
         progress(f"soak: {error}")
         return 1
-    flags = " --no-quorum" if args.no_quorum else ""
-    print(f"### Chaos soak\n\nCommand: `python -m bench.soak --seconds {args.seconds:g} --seed {args.seed}{flags}`. "
+    print(f"### Chaos soak\n\nCommand: `python -m bench.soak --seconds {args.seconds:g} --seed {args.seed}`. "
           f"{note}.\n\n{report.summary()}", flush=True)
     return 1 if report.violations else 0
 

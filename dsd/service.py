@@ -416,7 +416,7 @@ class Service:
             "chat_epochs_started": self.chat.counters.epochs_started,
             "chat_config_changes": self.chat.counters.config_changes,
             "chat_clients_here": len(self.chat.sessions),
-            "chat_users": len(self.chat.presence),
+            "chat_users": len(self.chat.presence.users),
             "events_published": self.feed.published,
             "uptime": round(time.time() - self.started, 3),
         }

@@ -24,6 +24,7 @@ else:
 
 import pytest
 
+from tests.chatclients import request
 from tests.cluster import FAST, Daemon, wait_until
 
 
@@ -432,11 +433,14 @@ def test_a_relative_config_path_is_made_absolute(make_cluster):
 
 
 def test_sighup_leaves_chat_settings_to_the_next_restart(make_cluster):
-    """A leader must not switch commit rules mid-term: [chat] cluster_size and the rest wait."""
+    """[chat] settings wait for the restart: the running core keeps its limits."""
     daemon = make_cluster(1).add("solo", log={"level": "info"})
     wait_log(daemon, "leader is now solo")
-    daemon.configure(chat={"cluster_size": 3, "max_message": 10})
+    daemon.configure(chat={"bootstrap_expect": 3, "max_message": 10})
     daemon.signal(signal.SIGHUP)
     wait_log(daemon, "reloaded")
     assert "[chat] changed; those take effect at the next restart" in daemon.logs()
-    assert daemon.request("stats")["chat_quorum"] == 0
+    session = "solo-session-0001"
+    assert request(daemon, "chat.join", user="ann", session=session)["seq"] > 0
+    sent = request(daemon, "chat.send", user="ann", session=session, id="m1", text="longer than ten bytes")
+    assert sent["seq"] > 0, "max_message = 10 waits for the restart"

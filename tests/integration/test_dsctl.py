@@ -23,7 +23,7 @@ from tests.cluster import wait_until
 
 SERVER_FIELDS = {"name", "address", "priority", "state", "leader", "term", "last_seen"}
 # Fields dsd adds beyond the contract (documented so that a new one is a decision).
-EXTRA_SERVER_FIELDS = {"role"}
+EXTRA_SERVER_FIELDS = {"role", "chat"}
 STATS_COUNTERS = {"datagrams_sent", "datagrams_received", "datagrams_rejected", "elections_started",
                   "elections_won", "leader_changes", "uptime"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -90,7 +90,7 @@ def test_view_json_has_exactly_the_documented_shape(cluster, order):
     term, _ = cluster.wait_agreed("c")
     args = ("view", "--json") if order == "after" else ("--json", "view")
     view = json.loads(ok(a.dsctl(*args)))
-    assert set(view) == {"self", "term", "leader", "servers", "clients"}
+    assert set(view) == {"self", "term", "leader", "servers", "clients", "chat_cluster"}
     assert view["clients"] == []
     assert (view["self"], view["term"], view["leader"]) == ("a", term, "c")
     assert [s["name"] for s in view["servers"]] == ["c", "b", "a"]
@@ -102,6 +102,7 @@ def test_view_json_has_exactly_the_documented_shape(cluster, order):
         assert server["state"] in ("alive", "suspect")
         assert server["leader"] is None or isinstance(server["leader"], str)
         assert isinstance(server["last_seen"], (int, float)) and server["last_seen"] >= 0
+    assert {s["name"]: s["chat"] for s in view["servers"]} == {"a": "voter", "b": "voter", "c": "voter"}
     me = next(s for s in view["servers"] if s["name"] == "a")
     assert me["last_seen"] == 0 and me["priority"] == 101 and me["leader"] == "c" and me["term"] == term
 

@@ -131,6 +131,7 @@ class Chat:
         self.absent: dict[str, float] = {}  # sequencer: voters out of the view, since when
         self.dead: set[str] = set()  # sequencer: absent voters past remove_dead_after
         self.removals: set[str] = set()  # sequencer: voters asked to be removed
+        self.excluded: set[str] = set()  # sequencer: removed on request; not added back while still in the view
         self.foreign: dict[str, str] = {}  # daemons that belong to another cluster, and its id
         self.retiring = False  # leaving: asking the sequencer to remove this daemon
         self._retire_sent = 0.0
@@ -182,6 +183,7 @@ class Chat:
         self.peers = dict(peers)
         for name in gone:
             self.foreign.pop(name, None)
+        self.excluded &= set(peers)
         if leader != self.leader:
             self.leader = leader
             self.proposer.hand_over(now, self.limits.resend_interval)
@@ -555,8 +557,8 @@ class Chat:
         """Why the sequencer will not sequence `proposal`, or None."""
         if len(self.log.tail) >= MAX_TAIL:
             return "unavailable", "the sequencer has too many uncommitted entries; retry later"
-        quorum = self._quorum_error()
-        if quorum is not None:
+        quorum = self._quorum_error() if proposal["kind"] in ("message", "join") else None
+        if quorum is not None:  # a leave or a timeout waits in the log for the quorum to be back
             return quorum
         current = self.presence.present(proposal["user"])
         if proposal["kind"] == "join":
@@ -695,6 +697,7 @@ class Chat:
         live = set(self.peers) | {self.name}
         for name in sorted(self.removals):
             self.removals.discard(name)
+            self.excluded.add(name)
             if name in voters and len(voters) > 1:
                 return {n: p for n, p in voters.items() if n != name}
         for name in sorted(self.dead):
@@ -703,7 +706,7 @@ class Chat:
                 return rest
         for name in sorted(self.peers):
             follower = self.followers.get(name)
-            if name not in voters and name not in self.foreign and follower is not None \
+            if name not in voters and name not in self.foreign and name not in self.excluded and follower is not None \
                     and follower.match >= self.log.commit:
                 return {**voters, name: self.peers[name]}
         return None
@@ -781,7 +784,8 @@ class Chat:
             if key not in self.proposer.outbox:
                 continue
             if "code" in result:
-                for waiter in self.proposer.resolve(key):
+                keep = result["code"] == "no_quorum" and self.proposer.outbox[key]["kind"] in ("leave", "timeout")
+                for waiter in self.proposer.answered(key) if keep else self.proposer.resolve(key):
                     out.append(Reply(waiter.request, error=(result["code"], result["message"])))
             elif result["seq"] <= self.log.commit:
                 self._resolve(key, result["seq"], out)

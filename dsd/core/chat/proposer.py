@@ -83,6 +83,10 @@ class Proposer:
         self.known.pop(key, None)
         return self.waiting.pop(key, [])
 
+    def answered(self, key: Key) -> list[Waiter]:
+        """The requests waiting on `key`, answered now; the proposal itself stays to be forwarded again."""
+        return self.waiting.pop(key, [])
+
     def known_by(self, commit: int) -> list[tuple[Key, int]]:
         """Proposals the sequencer said are committed at a seq this daemon has now committed too."""
         return [(key, seq) for key, seq in self.known.items() if seq <= commit]
