@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from dsd import __version__, auth, commands, linkwire, wire
+from dsd import __version__, auth, commands, linkwire, logs, wire
 from dsd.config import ConfigError, Settings, load_settings
 from dsd.core.actions import Action, Log, Publish, Reply, Send, Transmit
 from dsd.core.chat import Chat, ChatLimits
@@ -68,8 +68,8 @@ class Service:
         self.loop = asyncio.get_running_loop()
         self.metrics: Metrics | None = None
         if settings.metrics.listen:  # bound first: a taken port stops dsd before it opens anything else
-            from dsd.metrics import Metrics  # prometheus_client costs ~4.5 MB: loaded only when on
-            self.metrics = Metrics(self, settings.metrics.listen, settings.source)
+            from dsd import metrics  # prometheus_client costs ~4.5 MB of RSS: loaded only when on
+            self.metrics = metrics.Metrics(self, settings.metrics.listen, settings.source)
         self.keyring = auth.read_keyring(settings.cluster.secret_file)
         self.sealer = auth.Sealer(self.keyring) if self.keyring else None
         self.opener = auth.Opener(self.keyring) if self.keyring else None
@@ -192,6 +192,7 @@ class Service:
             if changed:
                 log.warning("reload: [%s] changed; those take effect at the next restart", "], [".join(changed))
             logging.getLogger().setLevel((self.log_level or fresh.log.level).upper())
+            logs.restyle(self.node.name, fresh.log.format)
             self.node.set_timing(timing_of(fresh), self.loop.time())
             self.chat.limits = chat_limits_of(_with_runtime(self.settings, fresh))  # [chat] itself: at restart
             self._use_keyring(keyring)
@@ -293,11 +294,12 @@ class Service:
                 self.feed.publish(action.topic, action.event)
                 if not action.topic.startswith("chat."):
                     log.debug("event %s %s", action.topic, action.event)
+                    logs.peer_event(log, action.topic, action.event, self.node.term, self.node.leader)
                     status_changed = True
                     if action.topic == "view.dead" and self.metrics is not None:
                         self.metrics.peer_dead(action.event)
             elif isinstance(action, Log):
-                log.log(logging.getLevelName(action.level.upper()), action.text)
+                log.log(logging.getLevelName(action.level.upper()), action.text, extra={"fields": action.fields})
         if status_changed:
             self._update_status()
         self._rearm()
