@@ -22,7 +22,12 @@ from tests.cluster import Cluster, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
 from tests.integration.test_metrics import add
 from tests.processes import kill_group, spawn
-from tests.scrape import http_get, raw
+from tests.scrape import http_get, raw, scrape
+from tests.unit.test_dashboard import load as load_dashboard
+from tests.unit.test_dashboard import metric_names, queries
+
+# What Grafana puts in for the dashboard's variables, so promtool can parse the queries.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$job": ".+"}
 
 PROMETHEUS_PORT = 9090
 
@@ -86,6 +91,27 @@ def test_promtool_check_metrics_passes_on_every_daemon(cluster):
         check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
         assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), \
             f"{daemon.name}: {check.stdout}{check.stderr}"
+
+
+def test_every_dashboard_query_names_a_metric_the_daemons_export(cluster):
+    page = scrape(cluster.daemons["a"])
+    assert page is not None
+    exported = set(page.families) | {s.name for f in page.families.values() for s in f.samples}
+    for expression in queries(load_dashboard()):
+        assert metric_names(expression) <= exported, expression
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path):
+    promtool = require("promtool")
+    rules = []
+    for i, expression in enumerate(queries(load_dashboard())):
+        for variable, value in GRAFANA_VARIABLES.items():
+            expression = expression.replace(variable, value)
+        rules.append({"record": f"dashboard:query_{i}", "expr": expression})
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    check = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_prometheus_scrapes_the_cluster_and_answers_queries_about_it(cluster, tmp_path):
