@@ -100,8 +100,14 @@ class ChatSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    listen: str
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str
+    format: str
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class Settings:
     election: ElectionSettings
     control: ControlSettings
     chat: ChatSettings
+    metrics: MetricsSettings
     log: LogSettings
     source: str | None  # the file actually loaded; None = built-in defaults
 
@@ -124,6 +131,7 @@ _SECTIONS: dict[str, type] = {
     "election": ElectionSettings,
     "control": ControlSettings,
     "chat": ChatSettings,
+    "metrics": MetricsSettings,
     "log": LogSettings,
 }
 
@@ -150,6 +158,7 @@ class _Key:
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _INTERFACE_NAME = re.compile(r"[A-Za-z0-9._:-]{1,15}")
 _DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
 
 
 def _ipv4(text: str) -> ipaddress.IPv4Address | None:
@@ -203,6 +212,16 @@ def _is_peer_endpoint(text: str) -> bool:
     return text == "" or is_tcp_endpoint(text, any_port=True)
 
 
+def _is_listen_address(text: str) -> bool:
+    """"" (off) or HOST:PORT, HOST an IPv4 address or a host name, PORT from 1 to 65535."""
+    if text == "":
+        return True
+    host, separator, port = text.rpartition(":")
+    port_ok = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    host_ok = _ipv4(host) is not None or (bool(_HOST_NAME.fullmatch(host)) and not _DIGITS_AND_DOTS.fullmatch(host))
+    return bool(separator) and port_ok and host_ok
+
+
 def _int_range(low: int, high: int) -> Callable[[int], bool]:
     return lambda value: low <= value <= high
 
@@ -212,6 +231,7 @@ def _seconds_up_to(high: float) -> Callable[[float], bool]:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 # --- computed defaults --------------------------------------------------------------------
@@ -328,8 +348,13 @@ _KEYS: tuple[_Key, ...] = (
          _int_range(0, 1000), "0 (form the chat with whoever is there) or the daemons to wait for, at most 1000"),
     _Key("chat", "remove_dead_after", float, 30.0,
          lambda v: 1 <= v <= 86400, "seconds from 1 to 86400"),
+    _Key("metrics", "listen", str, "",
+         _is_listen_address, '"" (off) or "HOST:PORT" (HOST an IPv4 address or a host name, PORT from 1 to 65535)'),
     _Key("log", "level", str, "info",
          lambda v: v in _LOG_LEVELS, "one of " + ", ".join(f'"{x}"' for x in _LOG_LEVELS),
+         normalize=str.lower),
+    _Key("log", "format", str, "text",
+         lambda v: v in LOG_FORMATS, "one of " + ", ".join(f'"{x}"' for x in LOG_FORMATS),
          normalize=str.lower),
 )
 

@@ -15,9 +15,8 @@ import logging
 import os
 import socket
 import sys
-from typing import IO
 
-from dsd import __version__
+from dsd import __version__, logs
 from dsd.auth import read_keyring
 from dsd.config import ConfigError, Settings, find_config_path, load_settings, render_settings
 from dsd.curve import load_server_keys
@@ -48,16 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if (args.pidfile or args.log_file) and not args.daemon:
         parser.error("--pidfile and --log-file need --daemon")
     return args
-
-
-def setup_logging(settings: Settings, level: str | None, stream: IO[str]) -> None:
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s {settings.node.name} %(levelname)s %(name)s: %(message)s"
-    ))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel((level or settings.log.level).upper())
 
 
 def ipc_path(endpoint: str) -> str | None:
@@ -163,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BindError, PidfileError, OSError) as error:
         print(f"dsd: {error}", file=sys.stderr)
         return EXIT_FAILED
-    setup_logging(settings, args.log_level, sys.stderr)
+    logs.setup(settings.node.name, args.log_level or settings.log.level, settings.log.format, sys.stderr)
     return serve(settings, config_path, args.log_level)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from dsd.client import ControlClient, DaemonError, Unreachable
 from tests.cluster import Cluster, Daemon, wait_until
+from tests.processes import kill_group, spawn
 
 HEARTBEAT = "0.2"  # dschat --heartbeat: well under a third of the tests' client_timeout (1 s)
 JSON_KEYS = ("seq", "kind", "user", "text", "id", "server", "time")
@@ -120,7 +121,7 @@ class PipedChat:
         args = [sys.executable, "-m", "dschat", "--json", "--heartbeat", HEARTBEAT]
         for endpoint in endpoints:
             args += ["-e", endpoint]
-        self.process = subprocess.Popen(
+        self.process = spawn(
             cluster.prefix(host) + args + list(options) + [user],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
         )
@@ -170,9 +171,7 @@ class PipedChat:
         return code
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()  # SIGKILL ends a stopped (SIGSTOP) process too
-            self.process.wait(timeout=10)
+        kill_group(self.process)  # SIGKILL ends a stopped (SIGSTOP) process too
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             try:
                 stream.close()
@@ -191,9 +190,9 @@ class TerminalChat:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
         env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
-        self.process = subprocess.Popen(
+        self.process = spawn(
             cluster.prefix(host) + [sys.executable, "-m", "dschat", "-e", endpoint, "--heartbeat", HEARTBEAT, user],
-            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True,
+            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
         )
         os.close(slave)
         self.master = master
@@ -229,9 +228,7 @@ class TerminalChat:
         return code
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        kill_group(self.process)
         self._reader.join(timeout=5)
         try:
             os.close(self.master)

@@ -21,6 +21,7 @@ import zmq
 from dsd import wire
 from dsd.client import ControlClient, DaemonError, Unreachable
 from tests.netns import PrivateNetwork
+from tests.processes import kill_group, spawn
 
 # Fast timings: heartbeats of tens of milliseconds (DESIGN.md 6).
 FAST = {"heartbeat_interval": 0.05, "failure_timeout": 0.4, "discovery_timeout": 0.1}
@@ -81,7 +82,7 @@ class Daemon:
         """Start dsd in the foreground; `env` is added to this process's environment."""
         environment = {**os.environ, **env} if env else None
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command(*args), stdout=log, stderr=log, env=environment)
+            self.process = spawn(self.command(*args), stdout=log, stderr=log, env=environment)
         return self
 
     @property
@@ -171,13 +172,14 @@ class Cluster:
         self.close()
 
     def close(self) -> None:
-        for daemon in self.daemons.values():
-            if daemon.process is not None and daemon.process.poll() is None:
-                daemon.process.kill()
-                daemon.process.wait(timeout=10)
-        if self.net is not None:
-            self.net.destroy()
-        self._tmp.cleanup()
+        try:
+            for daemon in self.daemons.values():
+                if daemon.process is not None:
+                    kill_group(daemon.process)
+        finally:
+            if self.net is not None:
+                self.net.destroy()
+            self._tmp.cleanup()
 
     def prefix(self, host: int) -> list[str]:
         return self.net.prefix(host) if self.net is not None else []

@@ -26,10 +26,15 @@ class Publish:
 
 @dataclass(frozen=True)
 class Log:
-    """Write one log line at `level` ("debug", "info", "warning", "error")."""
+    """Write one log line at `level` ("debug", "info", "warning", "error").
+
+    `fields` are the names and figures the line is about (peer, leader, term, ...), for
+    structured logs (`[log] format = "json"`).
+    """
 
     level: str
     text: str
+    fields: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,8 @@ class Membership:
                 del self._peers[peer.name]
                 self._floor[peer.name] = peer.incarnation
                 dead.append(peer)
-                out.append(Publish("view.dead", {"name": peer.name}))
+                # silence: last heard -> declared dead, for the failure-detection histogram
+                out.append(Publish("view.dead", {"name": peer.name, "silence": now - peer.last_seen}))
             elif peer.state == ALIVE and now >= peer.last_seen + timing.suspect_timeout:
                 peer.state = SUSPECT
                 out.append(Publish("view.suspect", {"name": peer.name}))

@@ -206,7 +206,8 @@ class Node:
         leave = Send(Leave(self.name, self.incarnation, self.priority))
         out: list[Action] = [leave, leave]
         if was_leader:
-            out.append(Log("info", f"leaving as leader of term {self.term}: handing over"))
+            out.append(Log("info", f"leaving as leader of term {self.term}: handing over",
+                           {"leader": self.name, "term": self.term}))
         return out
 
     def request_election(self, now: float) -> list[Action]:
@@ -215,7 +216,8 @@ class Node:
         if self._stopped or not self._started:
             return out
         if self.role == DISCOVERING:
-            out.append(Log("info", "still discovering: the election runs when discovery ends"))
+            out.append(Log("info", "still discovering: the election runs when discovery ends",
+                           {"leader": self.leader, "term": self.term}))
             return out
         self.counters.elections_started += 1
         if self._highest_alive_is_me():
@@ -289,7 +291,8 @@ class Node:
                 if self.role == LEADER:
                     # The candidate accepted a newer term than ours and can never take our
                     # COORDINATOR: lead again in a term above every term seen.
-                    out.append(Log("info", f"ELECTION from {peer.name} in term {term} > {self.term}: re-declaring"))
+                    out.append(Log("info", f"ELECTION from {peer.name} in term {term} > {self.term}: re-declaring",
+                                   {"peer": peer.name, "peer_term": term, "leader": self.name, "term": self.term}))
                 self.counters.elections_started += 1
                 self._declare(now, out)
             return
@@ -298,7 +301,8 @@ class Node:
 
     def _on_election_timeout(self, now: float, out: list[Action]) -> None:
         if self._phase == ASKED:
-            out.append(Log("info", "no ANSWER from any higher node: taking over"))
+            out.append(Log("info", "no ANSWER from any higher node: taking over",
+                           {"leader": self.leader, "term": self.term}))
             self._declare(now, out)
         else:
             self._ask_higher(now, out)
@@ -319,7 +323,8 @@ class Node:
                 self._phase = WAITING
                 self._election_deadline = now + self.timing.election_timeout
         elif self.preempt and self.rank > self._leader_rank() and self._highest_alive_is_me():  # type: ignore[operator]
-            out.append(Log("info", f"preempting lower-ranked leader {self.leader}"))
+            out.append(Log("info", f"preempting lower-ranked leader {self.leader}",
+                           {"peer": self.leader, "leader": self.leader, "term": self.term}))
             self.counters.elections_started += 1
             self._declare(now, out)
 
@@ -351,11 +356,12 @@ class Node:
         self._announced = (leader, self.term)
         if self.role == LEADER and leader != self.name:
             self.role = FOLLOWER
-            out.append(Log("info", f"stepping down in term {self.term}"))
+            out.append(Log("info", f"stepping down in term {self.term}", {"leader": leader, "term": self.term}))
         if leader is not None and leader != previous:
             self.counters.leader_changes += 1
         out.append(Publish("leader", {"leader": leader, "term": self.term, "previous": previous}))
-        out.append(Log("info", f"leader is now {leader} (term {self.term})"))
+        out.append(Log("info", f"leader is now {leader} (term {self.term})",
+                       {"leader": leader, "previous": previous, "term": self.term}))
 
     def _leader_rank(self) -> Rank | None:
         if self.leader == self.name:
@@ -394,7 +400,8 @@ class Node:
         if last is None or now - last <= self.timing.failure_timeout:
             return
         self.counters.pauses_detected += 1
-        out.append(Log("warning", f"paused for {now - last:.2f}s: re-discovering the cluster"))
+        out.append(Log("warning", f"paused for {now - last:.2f}s: re-discovering the cluster",
+                       {"paused": round(now - last, 3), "leader": self.leader, "term": self.term}))
         self.peers.forgive(now)
         if self.leader == self.name:
             self._set_leader(None, out)

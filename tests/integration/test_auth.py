@@ -22,6 +22,7 @@ from dsd import auth, wire
 from dsd.client import ControlClient
 from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
 from tests.netns import namespaces_unavailable
+from tests.processes import kill_group, spawn
 
 STRANGER = 4
 KEY = bytes(range(1, 33))
@@ -259,7 +260,7 @@ def test_the_link_of_a_daemon_needs_the_secret_not_only_its_endpoint(secured, st
     target = secured.daemons["c"]
     for key, delivers in ((KEY, True), (OTHER_KEY, False)):
         before = target.request("stats")
-        pusher = subprocess.Popen(
+        pusher = spawn(
             secured.prefix(STRANGER) + [sys.executable, "-c", _PUSHER, beat.endpoint, beat.link_key, key.hex()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -270,7 +271,10 @@ def test_the_link_of_a_daemon_needs_the_secret_not_only_its_endpoint(secured, st
                 wait_until(lambda: target.request("stats")["link_clients_refused"] > before["link_clients_refused"],
                            timeout=10, what="the handshake with the wrong key refused")
         finally:
-            pusher.communicate(timeout=10)  # closing stdin ends it
+            try:
+                pusher.communicate(timeout=10)  # closing stdin ends it
+            finally:
+                kill_group(pusher)
         after = target.request("stats")
         if not delivers:
             assert after["link_messages_received"] == before["link_messages_received"], (before, after)

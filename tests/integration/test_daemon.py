@@ -64,7 +64,8 @@ def test_check_config_prints_the_effective_settings_and_starts_nothing(make_clus
     # Keys the file leaves out are shown with their defaults.
     assert settings["cluster"]["group"] == "239.255.77.1"
     assert settings["cluster"]["port"] == cluster.cluster_settings.get("port", 5008)
-    assert settings["log"] == {"level": "debug"}
+    assert settings["log"] == {"level": "debug", "format": "text"}
+    assert settings["metrics"] == {"listen": ""}
     assert str(daemon.config) in result.stdout.splitlines()[0]
     assert not control_socket(daemon).exists(), "--check-config must not start the daemon"
 

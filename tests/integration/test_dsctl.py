@@ -20,6 +20,7 @@ import pytest
 
 from dsctl.cli import OPERATOR_COMMANDS
 from tests.cluster import wait_until
+from tests.processes import kill_group, spawn
 
 SERVER_FIELDS = {"name", "address", "priority", "state", "leader", "term", "last_seen"}
 # Fields dsd adds beyond the contract (documented so that a new one is a decision).
@@ -211,7 +212,7 @@ def read_line(process: subprocess.Popen, deadline: float) -> str | None:
 def test_watch_streams_events_until_interrupted(cluster, as_json):
     a = cluster.daemons["a"]
     args = [sys.executable, "-m", "dsctl", "-c", str(a.config), "watch"] + (["--json"] if as_json else [])
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # Until watch's subscription is live, events pass it by: make events until one is printed.
         deadline = time.monotonic() + 10
@@ -233,9 +234,7 @@ def test_watch_streams_events_until_interrupted(cluster, as_json):
         assert process.wait(timeout=5) == EXIT_OK
         assert b"Traceback" not in process.stderr.read()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_group(process)
         process.stdout.close()
         process.stderr.close()
 

@@ -35,6 +35,7 @@ from dsd.commands import MAX_REQUEST
 from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
 from tests.integration.test_bad_input import BAD_DATAGRAMS
+from tests.processes import kill_group, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 STRANGER = 4  # the host without a daemon
@@ -119,7 +120,7 @@ class Hostile:
     """One `python -m tests.hostile MODE` process on a private host; killed by its pid at exit."""
 
     def __init__(self, cluster: Cluster, host: int, mode: str, cfg: dict[str, Any]) -> None:
-        self.process = subprocess.Popen(
+        self.process = spawn(
             cluster.prefix(host) + [sys.executable, "-m", "tests.hostile", mode, json.dumps(cfg)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
@@ -128,8 +129,7 @@ class Hostile:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        kill_group(self.process)
         self.process.communicate(timeout=10)
 
     def line(self, timeout: float) -> dict[str, Any] | None:
@@ -577,7 +577,7 @@ def test_a_low_open_file_limit_is_raised_so_a_storm_cannot_abort_dsd(make_cluste
     daemon = cluster.add("solo", priority=101, start=False, **SETTINGS)
     prefix = cluster.prefix(daemon.host)
     with open(daemon.log, "ab") as log:
-        daemon.process = subprocess.Popen(
+        daemon.process = spawn(
             prefix + ["prlimit", "--nofile=256:4096", "--"] + daemon.command()[len(prefix):], stdout=log, stderr=log)
     cluster.wait_agreed("solo", timeout=20)
     assert "open-file limit raised from 256 to 4096" in daemon.logs()

@@ -24,6 +24,7 @@ from dsd.client import ControlClient
 from dsd.curve import keygen
 from tests.cluster import Cluster, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
+from tests.processes import kill_group, spawn
 
 CLIENT_HOST = 2
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -140,7 +141,7 @@ def test_a_tcp_endpoint_without_server_key_is_refused_before_connecting(setup):
 def test_dsctl_watch_reads_the_encrypted_tcp_feed(setup):
     cluster, keys, endpoint, server_key = setup
     daemon = cluster.daemons["a"]
-    watch = subprocess.Popen(
+    watch = spawn(
         cluster.prefix(CLIENT_HOST) + [sys.executable, "-m", "dsctl", "-e", endpoint, "--server-key", server_key,
                                        "--key", keys.alice, "watch", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -154,8 +155,7 @@ def test_dsctl_watch_reads_the_encrypted_tcp_feed(setup):
         assert line, f"no event over the TCP feed; dsctl said: {watch.stderr.read() if watch.poll() else ''}"
         assert json.loads(line)["node"] == "a"
     finally:
-        watch.kill()
-        watch.wait(10)
+        kill_group(watch)
 
 
 def test_a_key_added_to_client_keys_gets_in_after_sighup(setup, tmp_path):

@@ -18,6 +18,7 @@ from dsd.config import (
     ElectionSettings,
     LogSettings,
     ChatSettings,
+    MetricsSettings,
     NodeSettings,
     Settings,
     TimingSettings,
@@ -44,12 +45,13 @@ DEFAULTS = {
                 "client_keys": "", "any_client": False, "admin_keys": ""},
     "chat": {"peer_endpoint": "", "client_timeout": 10.0, "max_message": 4096, "rate": 20.0,
              "burst": 50, "retention": 100_000, "max_clients": 1000, "bootstrap_expect": 0, "remove_dead_after": 30.0},
-    "log": {"level": "info"},
+    "metrics": {"listen": ""},
+    "log": {"level": "info", "format": "text"},
 }
 STATIC_DEFAULTS = {"priority", "group", "port", "interface", "ttl", "heartbeat_interval",
                    "failure_timeout", "discovery_timeout", "preempt", "level", "peer_endpoint",
                    "client_timeout", "max_message", "rate", "burst", "retention", "max_clients", "bootstrap_expect", "remove_dead_after", "tcp_endpoint",
-                   "tcp_feed", "secret_file", "client_keys", "any_client", "admin_keys"}
+                   "tcp_feed", "secret_file", "client_keys", "any_client", "admin_keys", "listen", "format"}
 
 
 def as_dict(s: Settings) -> dict[str, dict[str, object]]:
@@ -83,7 +85,8 @@ def test_no_file_gives_defaults() -> None:
         control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed", "", "",
                                 "/var/lib/dsd/server.key_secret", "", False, ""),
         chat=ChatSettings("", 10.0, 4096, 20.0, 50, 100_000, 1000, 0, 30.0),
-        log=LogSettings("info"),
+        metrics=MetricsSettings(""),
+        log=LogSettings("info", "text"),
         source=None,
     )
 
@@ -345,6 +348,15 @@ BAD_VALUES = [
     ("log", "level", '"verbose"', '"debug"'),
     ("log", "level", '""', '"warning"'),
     ("log", "level", "1", '"error"'),
+    ("log", "format", '"logfmt"', '"json"'),
+    ("log", "format", "true", '"text"'),
+    ("metrics", "listen", '"9100"', "HOST:PORT"),
+    ("metrics", "listen", '":9100"', "HOST:PORT"),
+    ("metrics", "listen", '"127.0.0.1:0"', "PORT from 1 to 65535"),
+    ("metrics", "listen", '"127.0.0.1:65536"', "HOST:PORT"),
+    ("metrics", "listen", '"10.0.0.300:9100"', "IPv4 address"),
+    ("metrics", "listen", '"http://127.0.0.1:9100"', "HOST:PORT"),
+    ("metrics", "listen", "9100", "HOST:PORT"),
 ]
 
 
@@ -381,6 +393,10 @@ def test_bad_value_names_file_key_value_and_what_is_allowed(
     ('[control]\nfeed = "ipc://@dsd-feed"', "control", "feed", "ipc://@dsd-feed"),
     ('[log]\nlevel = "WARNING"', "log", "level", "warning"),
     ('[log]\nlevel = "Debug"', "log", "level", "debug"),
+    ('[log]\nformat = "JSON"', "log", "format", "json"),
+    ('[metrics]\nlisten = "127.0.0.1:9100"', "metrics", "listen", "127.0.0.1:9100"),
+    ('[metrics]\nlisten = "0.0.0.0:65535"', "metrics", "listen", "0.0.0.0:65535"),
+    ('[metrics]\nlisten = "localhost:1"', "metrics", "listen", "localhost:1"),
 ])
 def test_edge_values_accepted(text: str, section: str, key: str, expected: object) -> None:
     value = getattr(getattr(parse(text), section), key)

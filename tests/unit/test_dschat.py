@@ -22,6 +22,7 @@ from dschat.session import feed_address
 from dschat.state import ChatState
 from tests.cluster import wait_until
 from tests.fake_chat_daemon import FakeChat
+from tests.processes import kill_group, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -286,7 +287,7 @@ class Dschat:
 
     def __init__(self, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "DSD_CONFIG"}
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [sys.executable, "-m", "dschat", *args], cwd=ROOT, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
@@ -326,8 +327,7 @@ class Dschat:
         return any(e["kind"] == "message" and e["text"] == text for e in self.entries())
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        kill_group(self.process)
         self.wait()
 
 
@@ -635,8 +635,8 @@ def test_interactive_in_a_terminal(chat):
     chat.post("bob", "earlier")
     master, slave = pty.openpty()
     env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "dschat", *ep(chat, "h1"), *PATIENT, "alice"], cwd=ROOT, env=env,
-                               stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    process = spawn([sys.executable, "-m", "dschat", *ep(chat, "h1"), *PATIENT, "alice"], cwd=ROOT, env=env,
+                    stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     screen = bytearray()
 
@@ -669,9 +669,7 @@ def test_interactive_in_a_terminal(chat):
         os.write(master, b"\x15\x04")  # Ctrl-U clears the line, Ctrl-D quits
         assert process.wait(WAIT) == EXIT_OK
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        kill_group(process)
         reader.join(WAIT)
         os.close(master)
     assert chat.messages() == ["earlier", "hello", "while alice types"]

@@ -841,6 +841,10 @@ GOOD: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("chat", "remove_dead_after"): st.floats(1, 86400) | st.sampled_from([1, 30, 86400]),
     ("log", "level"): st.sampled_from(["debug", "info", "warning", "error"]).flatmap(
         lambda level: st.sampled_from([level, level.upper(), level.title()])),
+    ("metrics", "listen"): st.just("") | st.builds(lambda host, port: f"{host}:{port}",
+                                                   IPV4 | st.sampled_from(["localhost", "metrics.lan"]),
+                                                   st.integers(1, 65535)),
+    ("log", "format"): st.sampled_from(["text", "json", "JSON", "Text"]),
 }
 assert set(GOOD) == set(KEYS), "a key was added to dsd.config._KEYS: give it a GOOD strategy"
 
@@ -950,7 +954,7 @@ def valid_tables(draw: st.DrawFn) -> tuple[dict[str, dict[str, Any]], dict[str, 
     for section, table in tables.items():
         for name, value in table.items():
             kind = KEYS[(section, name)].kind
-            expected[section][name] = float(value) if kind is float else value.lower() if name == "level" else value
+            expected[section][name] = float(value) if kind is float else value.lower() if name in ("level", "format") else value
     # The defaults that follow from other keys, and the relations between keys.
     runtime = expected["node"]["runtime_dir"]
     for name, file in (("endpoint", "dsd.ctl"), ("feed", "dsd.feed")):

@@ -135,7 +135,7 @@ def test_silence_makes_a_peer_suspect_then_dead_at_exact_deadlines() -> None:
     assert d.node.next_deadline() == dead_at
     assert topics(d.tick(dead_at - 2**-20)) == []
     out = d.tick(dead_at)
-    assert published(out, "view.dead") == [Publish("view.dead", {"name": "p"})]
+    assert published(out, "view.dead") == [Publish("view.dead", {"name": "p", "silence": T.failure_timeout})]
     assert d.peer("p") is None
     assert d.node.peers.next_deadline(T) is None
 
@@ -152,9 +152,9 @@ def test_each_peer_has_its_own_deadline() -> None:
     out = d.advance(0.875)
     assert published(out, "view.suspect") == [Publish("view.suspect", {"name": "q"})]
     out = d.advance(1.125)
-    assert published(out, "view.dead") == [Publish("view.dead", {"name": "p"})]
+    assert published(out, "view.dead") == [Publish("view.dead", {"name": "p", "silence": T.failure_timeout})]
     out = d.advance(1.375)
-    assert published(out, "view.dead") == [Publish("view.dead", {"name": "q"})]
+    assert published(out, "view.dead") == [Publish("view.dead", {"name": "q", "silence": T.failure_timeout})]
     assert len(d.node.peers) == 0
 
 

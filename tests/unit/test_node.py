@@ -262,7 +262,7 @@ def test_dead_leader_highest_remaining_declares_at_once() -> None:
     assert d.state() == (FOLLOWER, "a", 3)
     assert sent(out, Coordinator) == [] and sent(out, Election) == []
     out = d.advance(dead_at)
-    assert published(out, "view.dead") == [Publish("view.dead", {"name": "a"})]
+    assert published(out, "view.dead") == [Publish("view.dead", {"name": "a", "silence": T.failure_timeout})]
     assert leader_events(out) == [{"leader": None, "term": 3, "previous": "a"},
                                   {"leader": "b", "term": 8, "previous": None}]
     assert sent(out, Coordinator) == [Coordinator("b", 10, 100, 8)]
@@ -277,7 +277,7 @@ def test_dead_leader_highest_remaining_declares_at_once() -> None:
 def test_dead_leader_equal_priorities_are_ranked_by_name(name: str, other: str, declares: bool) -> None:
     d = follower_of(name, 100, "z", 200, term=1, others=(hb(other, 100, term=1, leader="z"),))
     out = d.run(0.0625 + T.failure_timeout, [hb(other, 100, term=1, leader="z")])
-    assert published(out, "view.dead") == [Publish("view.dead", {"name": "z"})]
+    assert published(out, "view.dead") == [Publish("view.dead", {"name": "z", "silence": T.failure_timeout})]
     if declares:
         assert d.state() == (LEADER, name, 2)
         assert len(sent(out, Coordinator)) == 1
@@ -293,7 +293,7 @@ def lower_candidate() -> tuple[Driver, Heartbeat, float]:
     dead_at = 0.0625 + T.failure_timeout
     d.run(dead_at - EPS, [b])
     out = d.advance(dead_at)
-    assert published(out, "view.dead") == [Publish("view.dead", {"name": "a"})]
+    assert published(out, "view.dead") == [Publish("view.dead", {"name": "a", "silence": T.failure_timeout})]
     assert leader_events(out) == [{"leader": None, "term": 3, "previous": "a"}]
     assert d.state() == (CANDIDATE, None, 3)
     assert sent(out, Election) == [] and sent(out, Coordinator) == []
@@ -557,7 +557,7 @@ def test_set_timing_moves_peer_deadlines_and_the_heartbeat_at_once() -> None:
     out = d.advance(0.875 - EPS)
     assert published(out, "view.dead") == []
     assert d.node.next_deadline() == 0.875
-    assert published(d.tick(0.875), "view.dead") == [Publish("view.dead", {"name": "p"})]
+    assert published(d.tick(0.875), "view.dead") == [Publish("view.dead", {"name": "p", "silence": faster.failure_timeout})]
 
 
 def test_set_timing_never_postpones_the_next_heartbeat() -> None:
