@@ -337,7 +337,12 @@ class Session:
                 if error.code != "not_joined":
                     return  # answered, and not about the session: nothing a join would fix
             deadline = asyncio.get_running_loop().time() + self.failover
-            joined = await self._join(self.call, self.endpoint, deadline)
+            try:
+                joined = await self._join(self.call, self.endpoint, deadline)
+            except Unreachable as error:  # this daemon cannot take us now: fail over (or reconnect)
+                if self._link is not None:
+                    self._lose(self._link, str(error))
+                return
             self.server = joined.get("server", self.server)
             self.output.notice(f"joined again as {self.user} (the daemon had timed us out)")
             self._behind.set()

@@ -76,6 +76,8 @@ def agreed_view(configs: dict[str, Path], directory: Path) -> dict | None:
             role = "leader" if row["name"] == leader else "follower"
             if (row["state"], row["role"], row["leader"], row["term"]) != ("alive", role, leader, term):
                 return None
+            if row.get("chat") != "voter":  # the chat has formed its voters from all three
+                return None
     return views[0]
 
 

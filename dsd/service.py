@@ -170,13 +170,14 @@ class Service:
             self.close()
 
     async def _retire_from_chat(self) -> None:
-        """SIGTERM: leave the chat's configuration before leaving the cluster, for at most
-        2 * failure_timeout; past that the others count this daemon as crashed."""
+        """SIGTERM: leave the chat's voters before leaving the cluster, for at most half of
+        failure_timeout (when every daemon stops at once the last ones cannot); past that the
+        others remove this daemon after [chat] remove_dead_after, as if it had crashed."""
         if self.chat.retired():
             return
         log.info("stopping: leaving the chat's voters")
         self._apply(self.chat.retire(self.loop.time()))
-        deadline = self.loop.time() + 2 * self.settings.timing.failure_timeout
+        deadline = self.loop.time() + self.settings.timing.failure_timeout / 2
         while not self.chat.retired() and self.loop.time() < deadline:
             await asyncio.sleep(self.settings.timing.heartbeat_interval / 4)
         if not self.chat.retired():

@@ -87,7 +87,9 @@ def test_demo_shows_a_settled_view_and_chat_works_through_it(private_loopback):
         assert "leader: charlie  term: 1  servers: 3" in output
         rows = [line for line in output.splitlines() if re.match(r"^\s*\*?\s+(alpha|bravo|charlie)\b", line)]
         assert len(rows) == 3 and all(" alive " in row for row in rows), output
-        assert sorted(row.split()[-4] for row in rows) == ["follower", "follower", "leader"], output
+        assert sorted(next(word for word in row.split() if word in ("leader", "follower")) for row in rows) == [
+            "follower", "follower", "leader"], output
+        assert all(" voter " in row for row in rows), output
         assert "candidate" not in output and "discovering" not in output
         chat_line = next(line for line in demo.lines if line.startswith("Chat: "))
         command = shlex.split(chat_line[len("Chat: "):])

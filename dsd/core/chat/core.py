@@ -170,9 +170,12 @@ class Chat:
         return dict(sorted(roles.items()))
 
     def retired(self) -> bool:
-        """Leaving: the committed configuration no longer holds this daemon (or never did)."""
+        """Leaving: the committed configuration no longer holds this daemon (or never did), or
+        it is the last voter, which stays one."""
         config = self.log.config
-        return config is None or (self.name not in config.everyone() and self.log.config_seq <= self.log.commit)
+        if config is None or set(config.everyone()) == {self.name}:
+            return True
+        return self.name not in config.everyone() and self.log.config_seq <= self.log.commit
 
     # ----------------------------------------------------------- cluster view
 
@@ -204,7 +207,18 @@ class Chat:
         if self.role == ACTIVE:
             self._note_absent(now)
             self._expire_orphans(now, out)
+        self._answer_short_of_quorum(out)
         return self._done(now, out)
+
+    def _answer_short_of_quorum(self, out: list[Action]) -> None:
+        """This side just lost its quorum: tell every waiting client now, not at its deadline. The
+        proposals stay in the outbox; a client's re-send under the same id is recorded once."""
+        error = self._quorum_error()
+        if error is None:
+            return
+        for key in list(self.proposer.waiting):
+            for waiter in self.proposer.answered(key):
+                out.append(Reply(waiter.request, error=error))
 
     def _step_down(self, out: list[Action]) -> None:
         """No longer the sequencer (or candidate): others' proposals go back to their proposers."""
