@@ -196,3 +196,9 @@ def test_coupled_chaos_keeps_one_log(n: int) -> None:
     """A few seeds of `python -m tests.sim.chaos` (1,000 per size is the long run)."""
     for seed in range(4):
         assert chaos.run(seed, n) is None
+
+
+def test_a_candidate_whose_fetch_source_promised_a_newer_epoch_tries_again() -> None:
+    """Seed 806 of the long run: c fetched from b, b meanwhile promised itself a newer epoch and
+    ignored c's fetches, and c stayed fetching for good. Now b refuses and c gathers anew."""
+    assert chaos.run(806, 3) is None

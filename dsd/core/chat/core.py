@@ -288,7 +288,7 @@ class Chat:
             self.role = FETCHING
             gathering.best = best.src
             gathering.fetched = []
-            gathering.sent = now
+            gathering.sent = gathering.started = now
             out.append(Transmit(best.src, Fetch(self.name, self.epoch, self.log.commit)))
             return
         self._decide(now, out)
@@ -337,7 +337,7 @@ class Chat:
             gathering.fetched = []
             self._decide(now, out)
         else:
-            gathering.sent = now
+            gathering.sent = gathering.started = now  # progress: the fetch timer starts again
             out.append(Transmit(message.src, Fetch(self.name, self.epoch, self.log.commit + len(gathering.fetched))))
 
     def _activate(self, now: float, out: list[Action], formed: Config | None = None) -> None:
@@ -456,6 +456,8 @@ class Chat:
     def _on_fetch(self, message: Fetch, out: list[Action]) -> None:
         if (message.term, message.src) != (self.epoch, self.voted_for):
             self.counters.link_messages_ignored += 1
+            if message.term <= self.epoch:  # promised to another since: the candidate must try anew
+                out.append(Transmit(message.src, Refuse(self.name, self.epoch, self.cluster, "epoch")))
             return
         after = message.after
         base = self.store.base() if after < self.store.first_seq() - 1 else None
@@ -957,6 +959,8 @@ class Chat:
             if self.role == GATHERING and self.gathering is not None:
                 for name in sorted(set(self.peers) - set(self.gathering.statuses)):
                     out.append(Transmit(name, Gather(self.name, self.epoch, self._claimed_cluster())))
+            elif self.role == FETCHING and now >= gathering.started + self.limits.gather_timeout:
+                self._start_candidacy(now, out)  # the fetch source went silent: gather again
             elif self.role == FETCHING and gathering.best is not None:
                 out.append(Transmit(gathering.best, Fetch(self.name, self.epoch,
                                                           self.log.commit + len(gathering.fetched))))
