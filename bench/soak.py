@@ -195,8 +195,6 @@ class Soak:
                     fault.settled = time.monotonic() - healed
                 except AssertionError as error:
                     self.violation(str(error))
-                assert self.traffic is not None
-                self.traffic.resume()  # after a long partition: once there is one leader again
                 progress(f"soak: {time.monotonic() - end + self.seconds:5.1f}s {kind}: {fault.detail}"
                          f" (settled in {fault.settled if fault.settled is not None else float('nan'):.2f}s)")
 

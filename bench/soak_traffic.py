@@ -3,9 +3,9 @@
 Each user sends uniquely numbered lines (`user-a-000042`) through a real `dschat --json`
 process on its host, its own daemon first and the others to fail over to, one round
 (join, lines, leave) after another. What each round wrote, what dschat reported
-acknowledged and what it printed are kept for the soak's verdict. The traffic can be
-paused until every line written is logged and every daemon is at the same seq, which the
-soak does before a long partition.
+acknowledged and what it printed are kept for the soak's verdict. Traffic goes on through
+every fault: on the minority side of a partition dschat is told no_quorum, fails over or
+waits, and re-sends after the heal.
 """
 
 from __future__ import annotations
@@ -56,11 +56,7 @@ class Round:
 
 
 class Writer(threading.Thread):
-    """A user on one host sending numbered lines through dschat, round after round.
-
-    While the traffic is paused (`Traffic.gate` clear) it sends nothing and starts or ends
-    no round, and it says it is parked once all it wrote is in its own output (logged).
-    """
+    """A user on one host sending numbered lines through dschat, round after round."""
 
     def __init__(self, traffic: "Traffic", user: str, host: int, endpoints: list[str], seed: int) -> None:
         super().__init__(name=f"writer-{user}", daemon=True)
@@ -70,7 +66,6 @@ class Writer(threading.Thread):
         self.endpoints = endpoints
         self.rng = random.Random(seed)
         self.rounds: list[Round] = []
-        self.parked = threading.Event()
         self.problems: list[str] = []
         self._numbers = itertools.count(1)
 
@@ -83,9 +78,6 @@ class Writer(threading.Thread):
     def _rounds(self) -> None:
         traffic = self.traffic
         while not traffic.stopping.is_set():
-            self._wait_for_gate(None)
-            if traffic.stopping.is_set():
-                break
             if self.rounds:
                 self._wait_until_gone()
                 if traffic.stopping.is_set():
@@ -96,13 +88,10 @@ class Writer(threading.Thread):
                 for number in range(self.rng.randint(*ROUND_LINES)):
                     if traffic.stopping.is_set():
                         break
-                    if number:  # parked only once a line is logged, so never while joining
-                        self._wait_for_gate(current)
                     text = f"{self.user}-{next(self._numbers):06d}"
                     current.chat.write(text)
                     current.written.append(text)
                     time.sleep(self.rng.uniform(*PACE))  # pacing the stream, not waiting for anything
-                self._wait_for_gate(current)
             except (OSError, ValueError) as error:  # dschat's stdin closed: it exited early
                 self.problems.append(f"{self.user}: dschat ended while being written to ({error})")
             self._finish(current)
@@ -118,18 +107,6 @@ class Writer(threading.Thread):
             current.chat.stop()
         if current.code not in (0, 1):
             self.problems.append(f"{self.user}: dschat exited with {current.code}: {current.chat.stderr[-500:]}")
-
-    def _wait_for_gate(self, current: Round | None) -> None:
-        """While the gate is closed: wait until all written is logged, then say so (again and again,
-        since `Traffic.pause` clears the flag, which may be left over from the pause before)."""
-        gate = self.traffic.gate
-        deadline = time.monotonic() + PATIENCE
-        while not gate.is_set():
-            if current is None or not set(current.written) - set(current.chat.own()) \
-                    or time.monotonic() >= deadline:
-                self.parked.set()
-            gate.wait(0.05)
-        self.parked.clear()
 
     def _wait_until_gone(self) -> None:
         """Until every daemon answers and none lists this user any more.
@@ -157,12 +134,10 @@ class Writer(threading.Thread):
 
 
 class Traffic:
-    """One Writer per host; `pause` until every daemon holds the same log, `resume`, `stop`."""
+    """One Writer per host, until `stop`."""
 
     def __init__(self, cluster: Cluster, seed: int) -> None:
         self.cluster = cluster
-        self.gate = threading.Event()
-        self.gate.set()
         self.stopping = threading.Event()
         daemons = list(cluster.daemons.values())
         self.writers = []
@@ -175,30 +150,9 @@ class Traffic:
         for writer in self.writers:
             writer.start()
 
-    def pause(self) -> bool:
-        """Stop sending and wait until every line is logged and all five logs end alike."""
-        self.gate.clear()
-        for writer in self.writers:
-            writer.parked.clear()
-        try:
-            wait_until(lambda: all(w.parked.is_set() or not w.is_alive() for w in self.writers), PATIENCE,
-                       interval=0.05, what="every client parked")
-            wait_until(self._same_last_seq, PATIENCE, interval=0.1, what="every daemon at the same seq")
-        except AssertionError:
-            return False
-        return True
-
-    def _same_last_seq(self) -> bool:
-        replies = [request(d, "chat.since", seq=2**62) for d in self.cluster.daemons.values()]
-        return None not in replies and len({r["last_seq"] for r in replies}) == 1
-
-    def resume(self) -> None:
-        self.gate.set()
-
     def stop(self, timeout: float) -> list[str]:
         """End every round (each dschat waits for its acknowledgements); problems of the ones that hang."""
         self.stopping.set()
-        self.gate.set()
         deadline = time.monotonic() + timeout
         for writer in self.writers:
             writer.join(max(0.0, deadline - time.monotonic()))
@@ -208,7 +162,6 @@ class Traffic:
     def kill(self) -> None:
         """Stop every dschat by its pid (cleanup after a failure or Ctrl-C)."""
         self.stopping.set()
-        self.gate.set()
         for writer in self.writers:
             for current in writer.rounds:
                 current.chat.stop()

@@ -6,11 +6,10 @@ exactly once, and every acknowledged send is among them (DESIGN.md section 3).
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 
-from tests.chatsim import LIMITS, ChatSim
+from tests.chatsim import ChatSim
 
 SEEDS = range(12)
 
