@@ -165,7 +165,7 @@ class Entries:
 @dataclass(frozen=True)
 class Snapshot:
     """Leader or FETCH source -> a daemon behind its retained history: the log goes on after
-    ``base`` (an entry of ``base_term``) with ``total`` users present there.
+    ``base`` (an entry of ``base_term``) with ``total`` users present there, in ``cluster``.
 
     The presence table comes in parts of at most MAX_BATCH join entries that fit one link
     message each, ``users`` starting at index ``offset`` of the table (in seq order); the
@@ -181,6 +181,7 @@ class Snapshot:
     total: int
     users: list[Entry]
     config: Entry | None
+    cluster: str
 
 
 LinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Refuse, Remove, Fetch, Entries, Snapshot]

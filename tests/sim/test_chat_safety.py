@@ -13,8 +13,8 @@ from typing import Callable
 import pytest
 
 from dsd import linkwire
-from dsd.core.chat import ACTIVE
-from tests.chatsim import ChatSim, session_of
+from dsd.core.chat import ACTIVE, VOTER
+from tests.chatsim import ChatSim, SimDaemon, SimStore, session_of
 from tests.coupled import Coupled
 from tests.sim import chaos
 
@@ -202,3 +202,75 @@ def test_a_candidate_whose_fetch_source_promised_a_newer_epoch_tries_again() -> 
     """Seed 806 of the long run: c fetched from b, b meanwhile promised itself a newer epoch and
     ignored c's fetches, and c stayed fetching for good. Now b refuses and c gathers anew."""
     assert chaos.run(806, 3) is None
+
+
+# Found in review: each of these forked the log, wiped it, or left the chat without a sequencer.
+
+def test_a_fetch_answered_twice_never_ends_the_adoption_early() -> None:
+    """A slow first batch makes the candidate fetch again; the repeated answer is stale, not "done"."""
+    sim = ChatSim(["a", "b", "c"], seed=2)
+    sim.join("u", "a")
+    sim.run_for(0.3)
+    sim.crash("c")
+    sim.run_for(1.0)
+    for i in range(700):  # more than one FETCH batch for c to adopt
+        sim.send("u", f"m{i}")
+        if i % 50 == 0:
+            sim.run_for(0.01)
+    sim.run_for(1.0)
+    sim.delay = (0.06, 0.065)  # a round trip longer than resend_interval
+    sim.restart("c")
+    sim.run_for(3.0)
+    assert sim.daemons["c"].chat.role == ACTIVE
+    assert_one_log(sim)
+
+
+def test_a_sequencer_of_another_chat_cluster_never_replaces_a_daemons_log() -> None:
+    sim = ChatSim(["a", "b", "c"], seed=1, retention=20)
+    sim.partition({"a"}, {"b", "c"})  # formed apart: a alone, b and c together
+    sim.run_for(1.0)
+    sim.join("x", "a")
+    sim.run_for(0.2)
+    for i in range(5):
+        sim.send("x", f"a-msg{i}")
+    sim.join("y", "b")
+    sim.run_for(0.2)
+    for i in range(60):  # b and c trim: a would need a snapshot of their log
+        sim.send("y", f"b-msg{i}")
+        sim.run_for(0.01)
+    sim.run_for(0.5)
+    kept = sim.logs()["a"]
+    sim.heal()
+    sim.run_for(2.0)
+    a = sim.daemons["a"]
+    assert not a.store.installed and sim.logs()["a"] == kept
+    assert a.chat.foreign == {"c": sim.daemons["c"].chat.cluster}, "a knows c is of another cluster"
+    rid = sim.request("a", lambda chat, r: chat.join(r, "z", session_of("z"), sim.now))
+    assert sim.replies[rid][2] is not None and "another chat cluster" in sim.replies[rid][2][1]
+
+
+def test_an_uncommitted_formation_lost_with_its_sequencer_gives_way_to_the_cluster_formed_meanwhile() -> None:
+    sim = ChatSim(["a", "b", "c"], seed=5)
+    c = sim.daemons["c"]
+    assert sim.wait_for(lambda: c.chat.role == ACTIVE, 2.0, step=0.0001)
+    sim.partition({"c"}, {"a", "b"})  # c's formation never reaches a and b
+    sim.crash("c", detect=False)
+    sim.change_view()  # a and b form a cluster of their own
+    sim.run_for(2.0)
+    sim.heal()
+    sim.restart("c")  # c leads again, its formation uncommitted in its log
+    sim.run_for(5.0)
+    back = sim.daemons["c"].chat
+    assert back.role == ACTIVE and back.cluster == sim.daemons["a"].chat.cluster != ""
+    sim.join("u", "a")
+    assert sim.wait_for(lambda: sim.daemons["a"].chat.who() != [], 2.0)
+
+
+def test_a_newcomer_that_leads_at_once_makes_itself_a_voter() -> None:
+    sim = ChatSim(["a", "b", "c"], seed=4)
+    sim.run_for(1.0)
+    store = SimStore(100_000)
+    sim.daemons["d"] = SimDaemon(sim._chat("d", store), store)
+    sim.change_view()  # d, the highest name, leads at once, before anyone added it
+    sim.run_for(5.0)
+    assert all(sim.daemons[n].chat.roles() == dict.fromkeys("abcd", VOTER) for n in "abcd")

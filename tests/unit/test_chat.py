@@ -437,10 +437,12 @@ def test_an_append_of_another_cluster_is_refused() -> None:
 
 
 def test_fetch_is_answered_only_for_the_epoch_and_candidate_promised() -> None:
+    """Any other candidate is told the epoch is taken, so it gathers anew (it would fetch for good)."""
     c = follower()
     c.receive(append(1, [join_entry(2), entry(3)], 3), 0.0)
-    assert transmits(c.receive(Fetch("G", 1, 0), 0.0)) == []
-    assert transmits(c.receive(Fetch("L", 0, 0), 0.0)) == []
+    taken = Refuse("F", 1, c.cluster, "epoch")
+    assert transmits(c.receive(Fetch("G", 1, 0), 0.0)) == [("G", taken)]
+    assert transmits(c.receive(Fetch("L", 0, 0), 0.0)) == [("L", taken)]
     assert c.counters.link_messages_ignored == 2
     assert transmits(c.receive(Fetch("L", 1, 1), 0.0)) == [("L", Entries("F", 1, [join_entry(2), entry(3)]))]
     assert transmits(c.receive(Fetch("L", 1, 3), 0.0)) == [("L", Entries("F", 1, []))]
@@ -1624,7 +1626,7 @@ def test_a_follower_behind_the_retained_history_gets_a_snapshot_then_the_entries
     c, out = sequencer_of_a_trimmed_log()
     (new_config,) = c.log.read(22, 10)
     assert transmits(out) == [
-        ("G", Snapshot("L", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG)),
+        ("G", Snapshot("L", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER)),
         ("G", Append("L", 2, CLUSTER, 12, 1, retained(13, 22) + [new_config], 23)),
     ]
     assert c.commit == 23  # {G, L}: L is the top, alone a quorum
@@ -1644,7 +1646,7 @@ def test_a_follower_installs_a_snapshot_and_publishes_only_what_follows_it() -> 
     c = make("F")
     c.set_view("L", peers("L"), 0.0)
     c.receive(Gather("L", 2, CLUSTER), 0.0)
-    out = c.receive(Snapshot("L", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], config_entry(1, 1, "FL")), 0.0)
+    out = c.receive(Snapshot("L", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], config_entry(1, 1, "FL"), ""), 0.0)
     assert out == [
         Log("warning", "chat: installed a snapshot from L at seq 12: "
                        "12 entries trimmed before they reached this daemon are not published here"),
@@ -1661,7 +1663,7 @@ def test_a_follower_installs_a_snapshot_and_publishes_only_what_follows_it() -> 
 def test_a_snapshot_at_or_before_what_the_follower_holds_is_only_acknowledged() -> None:
     c = follower()
     c.receive(append(1, [join_entry(2), entry(3)], 3), 0.0)
-    out = c.receive(Snapshot("L", 1, 3, 1, 0, 0, [], None), 0.0)
+    out = c.receive(Snapshot("L", 1, 3, 1, 0, 0, [], None, ""), 0.0)
     assert out == [Transmit("L", Ack("F", 1, 3, 3, 0))]
     assert c.store.read(1, 10) == [join_entry(2), entry(3)] and c.who() != []
 
@@ -1669,7 +1671,7 @@ def test_a_snapshot_at_or_before_what_the_follower_holds_is_only_acknowledged() 
 def test_a_snapshot_ends_the_sessions_it_does_not_place_here_and_opens_those_it_does() -> None:
     c = follower_with_alice()
     bob_here = join_entry(5, user="bob", session=BOB, server="F", id="j-bob")
-    c.receive(Snapshot("L", 1, 10, 1, 0, 1, [bob_here], config_entry(1)), 2.0)  # alice left meanwhile
+    c.receive(Snapshot("L", 1, 10, 1, 0, 1, [bob_here], config_entry(1), ""), 2.0)  # alice left meanwhile
     assert errors(c.heartbeat("h", "alice", S, 3.0)) == ["not_joined"]
     assert c.heartbeat("h", "bob", BOB, 3.0) == [Reply("h", {"last_seq": 10})]
 
@@ -1678,7 +1680,7 @@ def test_a_snapshot_resolves_a_proposal_known_committed_within_it() -> None:
     c = follower_with_alice()
     c.send("r", "alice", S, "m1", "hi", 0.0)
     c.receive(Result("L", 1, [{"user": "alice", "id": "m1", "seq": 5}]), 0.0)
-    out = c.receive(Snapshot("L", 1, 10, 1, 0, 1, [join_entry(2)], config_entry(1)), 0.0)
+    out = c.receive(Snapshot("L", 1, 10, 1, 0, 1, [join_entry(2)], config_entry(1), ""), 0.0)
     assert replies(out) == [Reply("r", {"seq": 5})]
 
 
@@ -1720,7 +1722,7 @@ def test_a_fetch_reaching_before_the_history_is_answered_with_a_snapshot_first()
     c.set_view("M", peers("M"), 0.0)
     c.receive(Gather("M", 2, CLUSTER), 0.0)
     assert transmits(c.receive(Fetch("M", 2, 3), 0.0)) == [
-        ("M", Snapshot("F", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG)),
+        ("M", Snapshot("F", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER)),
         ("M", Entries("F", 2, retained(13, 22)))]
     assert transmits(c.receive(Fetch("M", 2, 12), 0.0)) == [("M", Entries("F", 2, retained(13, 22)))]
 
@@ -1728,9 +1730,9 @@ def test_a_fetch_reaching_before_the_history_is_answered_with_a_snapshot_first()
 def test_a_candidate_behind_the_sources_history_installs_its_snapshot_then_sequences() -> None:
     c = candidate("G", epoch=2)
     assert transmits(c.receive(Status("G", 2, CLUSTER, 22, 22, 1), 0.0)) == [("G", Fetch("L", 2, 0))]
-    out = c.receive(Snapshot("X", 1, 12, 1, 0, 0, [], None), 0.0)  # not its fetch source, and an older epoch
+    out = c.receive(Snapshot("X", 1, 12, 1, 0, 0, [], None, ""), 0.0)  # not its fetch source, and an older epoch
     assert transmits(out) == [("X", Refuse("L", 2, "", "epoch"))] and c.commit == 0
-    c.receive(Snapshot("G", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG), 0.0)
+    c.receive(Snapshot("G", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, ""), 0.0)
     assert c.role == FETCHING and c.commit == 12 and c.cluster == CLUSTER
     out = c.receive(Entries("G", 2, retained(13, 22)), 0.0)
     assert c.role == ACTIVE and c.commit == 23  # and its own config entry: L is the top of {G, L}

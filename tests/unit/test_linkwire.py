@@ -52,7 +52,7 @@ SAMPLES = [
     Entries("h1", 4, [entry(seq=7, term=3)]),
     Snapshot("h2", 4, 900, 3, 0, 2, [entry(seq=12, kind="join", text=""),
                                      entry(seq=40, user="bob", id="join:b:1", kind="join", text="rejoined")],
-             entry(seq=41, id="config:a:1", kind="config", user="", session="", text=CONFIG)),
+             entry(seq=41, id="config:a:1", kind="config", user="", session="", text=CONFIG), ""),
 ]
 LONG = "N" * 64
 BIG_ENTRY = entry(seq=MAX_INT, term=MAX_INT, user="u" * 32, id="i" * 64, server=LONG, session="s" * 64,
@@ -71,10 +71,10 @@ EXTREMES = [
     Fetch(LONG, MAX_INT, MAX_INT),
     Entries("a", 0, [entry(seq=i, time=0) for i in range(1, MAX_BATCH + 1)]),
     Entries("a", 0, [entry(text="\u2603\U0001f600 \x00\n\"\\", user="\u00e9lodie", time=0.0)]),
-    Snapshot(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT, MAX_INT, [], None),
-    Snapshot("a", 0, 0, 0, 0, 0, [], None),
+    Snapshot(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT, MAX_INT, [], None, ""),
+    Snapshot("a", 0, 0, 0, 0, 0, [], None, ""),
     Snapshot("a", 1, MAX_BATCH, 1, 0, MAX_BATCH,
-             [entry(seq=i, user=f"u{i}", kind="join", time=0) for i in range(1, MAX_BATCH + 1)], None),
+             [entry(seq=i, user=f"u{i}", kind="join", time=0) for i in range(1, MAX_BATCH + 1)], None, ""),
 ]
 COUNT_FIELDS = [(cls, f.name) for cls in LINK_TYPES.values() for f in fields(cls)
                 if f.name not in ("src", "entries", "proposals", "results", "users", "cluster", "reason", "name",
@@ -199,7 +199,7 @@ def test_counts_must_be_ints_from_0_to_2_63_minus_1(cls: type, name: str, value:
 @pytest.mark.parametrize("cls,name", COUNT_FIELDS, ids=lambda x: x if isinstance(x, str) else x.TYPE)
 def test_counts_accept_both_limits(cls: type, name: str) -> None:
     # A snapshot part with no users and total MAX_INT lets each count alone take either limit.
-    body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, [], None) if cls is Snapshot else sample_of(cls))
+    body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, [], None, "") if cls is Snapshot else sample_of(cls))
     for value in (0, MAX_INT):
         assert getattr(decode(raw({**body, name: value})), name) == value
 
@@ -484,7 +484,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     offset = draw(st.integers(0, MAX_INT - len(users)))
     total = draw(st.integers(offset + len(users), MAX_INT))
     return Snapshot(draw(st.sampled_from(["a", LONG])), draw(st.integers(0, MAX_INT)), base, base_term,
-                    offset, total, users, None)
+                    offset, total, users, None, "")
 
 
 @settings(max_examples=200, deadline=None)
@@ -499,7 +499,7 @@ def test_a_follower_takes_every_whole_snapshot_the_codec_accepts(message: Snapsh
     """What the codec lets through must not break the core or the store (an exception there
     would stop the daemon): a one-part snapshot is installed, or ignored if not beyond the log."""
     whole = Snapshot(message.src, message.term, message.base, message.base_term, 0, len(message.users), message.users,
-                     None)
+                     None, "")
     chat = Chat("F", MemoryStore(1000), ChatLimits(), 0.0, 1)
     chat.set_view(whole.src, {whole.src: 100}, 0.0)
     chat.receive(decode(encode(whole)), 0.0)
@@ -533,7 +533,7 @@ def test_a_proposal_cannot_be_a_config_and_a_snapshot_config_not_after_its_base(
         decode(raw({"t": "forward", "src": "a", "term": 1,
                     "proposals": [{k: config[k] for k in PROPOSAL_KEYS}]}))
     with pytest.raises(LinkError, match="config after the base"):
-        decode(encode(Snapshot("a", 1, 8, 1, 0, 0, [], config)))
+        decode(encode(Snapshot("a", 1, 8, 1, 0, 0, [], config, "")))
 
 
 def test_link_error_is_a_value_error() -> None:

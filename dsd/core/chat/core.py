@@ -186,7 +186,7 @@ class Chat:
         self.peers = dict(peers)
         for name in gone:
             self.foreign.pop(name, None)
-        self.excluded &= set(peers)
+        self.excluded &= set(peers) | {self.name}
         if leader != self.leader:
             self.leader = leader
             self.proposer.hand_over(now, self.limits.resend_interval)
@@ -241,13 +241,22 @@ class Chat:
         self.highest_epoch = max(self.highest_epoch, epoch)
         self.store.save_state(ChatState(self.cluster, epoch, voted_for))
 
-    def _claimed_cluster(self) -> str:
-        """The cluster this daemon speaks for: its committed one, else its log's configuration's."""
+    def _log_cluster(self) -> str:
+        """The cluster of this daemon's log: its committed one, else its latest configuration's
+        (what a sequencer replicates). A candidate claims only a committed cluster: an
+        uncommitted formation may have lost to another and is adopted away from."""
         config = self.log.config
         return self.cluster or (config.cluster if config else "")
 
     def _foreign_to(self, cluster: str) -> bool:
         return bool(self.cluster) and bool(cluster) and cluster != self.cluster
+
+    def _note_foreign(self, name: str, cluster: str, out: list[Action]) -> None:
+        """`name` belongs to another chat cluster: said once, and nothing of it is taken or sent."""
+        if self.foreign.get(name) != cluster:
+            self.foreign[name] = cluster
+            out.append(Log("warning", f"chat: {name} belongs to chat cluster {cluster or '?'}, this daemon to "
+                                      f"{self._log_cluster()}: the two never merge (see README, two chat clusters)"))
 
     # ------------------------------------------------------------- candidate
 
@@ -261,13 +270,16 @@ class Chat:
         self.sequencer = None
         self.gathering = Gathering(started=now, sent=now)
         for name in sorted(self.peers):
-            out.append(Transmit(name, Gather(self.name, self.epoch, self._claimed_cluster())))
+            out.append(Transmit(name, Gather(self.name, self.epoch, self.cluster)))
         self._gathered(now, out)
 
     def _on_status(self, message: Status, now: float, out: list[Action]) -> None:
         gathering = self.gathering
         if gathering is None or message.term != self.epoch or message.src not in self.peers:
             self.counters.link_messages_ignored += 1
+            return
+        if self._foreign_to(message.cluster):
+            self._note_foreign(message.src, message.cluster, out)
             return
         gathering.statuses[message.src] = message
         if self.role == GATHERING:
@@ -283,7 +295,9 @@ class Chat:
         awaited = set(self.peers) if config is None else config.everyone() & set(self.peers)
         if not force and not awaited <= set(statuses):
             return
-        best = max(statuses.values(), key=lambda s: (s.last_term, s.last, s.src), default=None)
+        # A log shorter than this daemon's committed prefix cannot be a quorum's (another cluster's).
+        logs = [s for s in statuses.values() if s.last >= self.log.commit]
+        best = max(logs, key=lambda s: (s.last_term, s.last, s.src), default=None)
         if best is not None and (best.last_term, best.last) > (self.log.last_term, self.log.last):
             self.role = FETCHING
             gathering.best = best.src
@@ -327,12 +341,15 @@ class Chat:
             self.counters.link_messages_ignored += 1
             return
         expected = self.log.commit + len(gathering.fetched) + 1
-        fresh = [e for e in message.entries if e["seq"] >= expected]
-        if fresh and fresh[0]["seq"] != expected:
-            return
-        gathering.fetched.extend(fresh)
         best = gathering.statuses[message.src]
-        if not fresh or self.log.commit + len(gathering.fetched) >= best.last:
+        if not message.entries and expected <= best.last:
+            self._start_candidacy(now, out)  # its log is shorter than it said: gather anew
+            return
+        fresh = [e for e in message.entries if e["seq"] >= expected]
+        if message.entries and (not fresh or fresh[0]["seq"] != expected):
+            return  # the answer to a FETCH sent again, or one after a lost batch: the next one comes
+        gathering.fetched.extend(fresh)
+        if self.log.commit + len(gathering.fetched) >= best.last:
             self.log.replace_tail(gathering.fetched)
             gathering.fetched = []
             self._decide(now, out)
@@ -379,6 +396,7 @@ class Chat:
         refusal = None
         if self._foreign_to(message.cluster):
             refusal = "cluster"
+            self._note_foreign(message.src, message.cluster, out)
         elif message.term < self.epoch or (message.term == self.epoch and self.voted_for not in ("", message.src)):
             refusal = "epoch"
         elif message.src != self.leader:
@@ -396,19 +414,17 @@ class Chat:
                                                 self.log.last, self.log.last_term)))
 
     def _on_refuse(self, message: Refuse, now: float, out: list[Action]) -> None:
-        self.highest_epoch = max(self.highest_epoch, message.term)
         if message.reason == "cluster":
-            if self.foreign.get(message.src) != message.cluster:
-                self.foreign[message.src] = message.cluster
-                out.append(Log("warning", f"chat: {message.src} belongs to chat cluster {message.cluster}, this "
-                                          f"daemon to {self._claimed_cluster()}: the two never merge (see README, "
-                                          "two chat clusters)"))
-        elif message.reason == "epoch" and message.term >= self.epoch and self.role != FOLLOWING:
+            self._note_foreign(message.src, message.cluster, out)
+            return
+        self.highest_epoch = max(self.highest_epoch, message.term)
+        if message.reason == "epoch" and message.term >= self.epoch and self.role != FOLLOWING:
             self._start_candidacy(now, out)  # a newer epoch exists: win one newer still
 
     def _accept_sequencer(self, message: Append | Snapshot, out: list[Action]) -> bool:
         """Whether `message` comes from the sequencer of an epoch this daemon may follow; follow it if so."""
-        if self._foreign_to(getattr(message, "cluster", "")):
+        if self._foreign_to(message.cluster):
+            self._note_foreign(message.src, message.cluster, out)
             out.append(Transmit(message.src, Refuse(self.name, self.epoch, self.cluster, "cluster")))
             return False
         if message.term < self.epoch:
@@ -435,9 +451,13 @@ class Chat:
             return
         for entry in message.entries:
             seq = entry["seq"]
-            if seq <= log.commit:
-                continue
             held = log.term_at(seq)
+            if seq <= log.commit:
+                if held is not None and held != entry["term"]:  # never, by invariant 5: say so, take nothing
+                    out.append(Log("error", f"chat: {message.src} sends seq {seq} of epoch {entry['term']}, "
+                                            f"committed here in epoch {held}: refused"))
+                    return
+                continue
             if held == entry["term"]:
                 continue  # the same entry (log matching)
             if held is not None:
@@ -522,7 +542,7 @@ class Chat:
     # ------------------------------------------------------------ sequencer
 
     def _on_forward(self, message: Forward, now: float, out: list[Action]) -> None:
-        if self.leader != self.name or self.role == FOLLOWING:
+        if self.leader != self.name or self.role == FOLLOWING or message.src in self.foreign:
             self.counters.link_messages_ignored += 1  # the proposer re-sends once it knows the sequencer
             return
         for proposal in message.proposals:
@@ -591,6 +611,9 @@ class Chat:
         """no_quorum when this daemon's side of the network holds no quorum of the voters."""
         config = self.log.config
         live = set(self.peers) | {self.name}
+        if self.leader in self.foreign:
+            return "unavailable", (f"the leader {self.leader} belongs to another chat cluster: this daemon's "
+                                   "cluster has no sequencer (see README, two chat clusters)")
         if config is None or config.is_quorum(live):
             return None
         return "no_quorum", config.shortfall(live)
@@ -605,7 +628,9 @@ class Chat:
         """Send `name` what it lacks, up to the window; an empty APPEND carries a new commit."""
         follower = self.followers[name]
         log = self.log
-        cluster = self._claimed_cluster()
+        cluster = self._log_cluster()
+        if name in self.foreign:
+            return  # it belongs to another chat cluster: nothing of this log is its
         while follower.next <= log.last and follower.next - follower.match - 1 < WINDOW:
             if follower.next < self.store.first_seq():
                 base = self.store.base()
@@ -639,7 +664,8 @@ class Chat:
         offset = 0
         while not parts or offset < len(users):
             batch = fitting(users[offset:offset + MAX_BATCH])
-            parts.append(Snapshot(self.name, self.epoch, base.seq, base.term, offset, len(users), batch, base.config))
+            parts.append(Snapshot(self.name, self.epoch, base.seq, base.term, offset, len(users), batch, base.config,
+                                  self._log_cluster()))
             offset += len(batch)
         return parts
 
@@ -720,6 +746,8 @@ class Chat:
             rest = {n: p for n, p in voters.items() if n != name}
             if name in voters and rest and quorum_of(rest, live):
                 return rest
+        if self.name not in voters and not self.retiring and self.name not in self.excluded:
+            return {**voters, self.name: self.priority}  # a sequencer that joined lately: it holds the log
         for name in sorted(self.peers):
             follower = self.followers.get(name)
             if name not in voters and name not in self.foreign and name not in self.excluded and follower is not None \
@@ -728,7 +756,7 @@ class Chat:
         return None
 
     def _on_remove(self, message: Remove, now: float) -> None:
-        if self.role == ACTIVE:
+        if self.role == ACTIVE and message.src not in self.foreign:
             self.removals.add(message.name)
             self._dirty = True
         else:
@@ -958,7 +986,7 @@ class Chat:
                 self._gathered(now, out, force=True)
             if self.role == GATHERING and self.gathering is not None:
                 for name in sorted(set(self.peers) - set(self.gathering.statuses)):
-                    out.append(Transmit(name, Gather(self.name, self.epoch, self._claimed_cluster())))
+                    out.append(Transmit(name, Gather(self.name, self.epoch, self.cluster)))
             elif self.role == FETCHING and now >= gathering.started + self.limits.gather_timeout:
                 self._start_candidacy(now, out)  # the fetch source went silent: gather again
             elif self.role == FETCHING and gathering.best is not None:
@@ -1056,7 +1084,8 @@ class Chat:
     def receive(self, message: LinkMessage, now: float) -> list[Action]:
         """A link message from another daemon (already decoded by `dsd.linkwire`)."""
         out: list[Action] = []
-        self.highest_epoch = max(self.highest_epoch, message.term)
+        if not isinstance(message, Refuse) and not self._foreign_to(getattr(message, "cluster", "")):
+            self.highest_epoch = max(self.highest_epoch, message.term)
         if isinstance(message, Forward):
             self._on_forward(message, now, out)
         elif isinstance(message, Result):
