@@ -22,6 +22,7 @@ from dsd import linkwire
 from dsd.core.actions import Action, Log, Publish, Reply, Transmit
 from dsd.core.chat import ACTIVE, CATCHING_UP, FETCHING, FOLLOWING, GATHERING, VOTER, Chat, ChatLimits, public
 from dsd.core.chat import core as chat_core
+from dsd.core.chat import sequencer as chat_sequencer
 from dsd.core.chat.config import Config, parse
 from dsd.linkwire import (
     MAX_LINK_MESSAGE, PUBLIC_KEYS, Ack, Append, Entries, Fetch, Forward, Gather, Refuse, Remove, Result, Snapshot,
@@ -1503,7 +1504,7 @@ def test_history_and_since_stop_at_max_reply_bytes_and_since_pages_on() -> None:
 def test_a_sequencer_with_max_tail_uncommitted_entries_refuses_with_unavailable(monkeypatch, cap: int) -> None:
     c = sequencer(limits=replace(LIMITS, rate=1e6, burst=10**6))
     join_on_sequencer(c)
-    monkeypatch.setattr(chat_core, "MAX_TAIL", cap)
+    monkeypatch.setattr(chat_sequencer, "MAX_TAIL", cap)
     for i in range(cap):
         assert transmits(c.send(f"r{i}", "alice", S, f"m{i}", "hi", 0.0), Append) != []
     assert len(c.log.tail) == cap
@@ -1685,7 +1686,7 @@ def test_a_snapshot_resolves_a_proposal_known_committed_within_it() -> None:
 
 
 def test_a_large_presence_table_goes_in_parts_and_a_gap_between_them_is_ignored(monkeypatch) -> None:
-    monkeypatch.setattr(chat_core, "MAX_BATCH", 2)
+    monkeypatch.setattr(chat_sequencer, "MAX_BATCH", 2)
     joins = [join_entry(i, user=f"u{i}", server="X") for i in range(2, 7)]
     store = MemoryStore(1)
     store.append([GL_CONFIG] + joins + [entry(7)], commit=7)

@@ -9,7 +9,11 @@ replicates it. The modules, one role each:
 - `log`:      this daemon's copy of the log, its commit point, and its writes to the store
 - `proposer`: this daemon's clients' proposals, until the log says what became of them
 - `presence`: who is in the chat, and this daemon's client sessions
-- `core`:     `Chat`, composing them: candidate, voter, sequencer and follower
+- `candidate`: winning an epoch from a quorum, adopting the most advanced log
+- `voter`:    promising epochs, following one sequencer, log matching
+- `sequencer`: numbering, replicating, committing, changing the configuration
+- `roles`:    the names of the roles
+- `core`:     `Chat`, composing them around the state they share
 
 Invariants (what the tests and the simulations check), in the spirit of Raft's Figure 3:
 
@@ -40,10 +44,9 @@ its own and the chat does not trust them.
 """
 
 from dsd.core.chat.config import Config
-from dsd.core.chat.core import (
-    ACTIVE, CATCHING_UP, FETCHING, FOLLOWING, GATHERING, MAX_REPLY_BYTES, MAX_TAIL, OTHER_CLUSTER, VOTER, WINDOW,
-    Chat, ChatLimits, Counters, FollowerState, public,
-)
+from dsd.core.chat.core import MAX_REPLY_BYTES, Chat, ChatLimits, Counters, public
+from dsd.core.chat.roles import ACTIVE, CATCHING_UP, FETCHING, FOLLOWING, GATHERING, OTHER_CLUSTER, VOTER
+from dsd.core.chat.sequencer import MAX_TAIL, WINDOW, FollowerState
 
 __all__ = [
     "ACTIVE", "CATCHING_UP", "FETCHING", "FOLLOWING", "GATHERING", "MAX_REPLY_BYTES", "MAX_TAIL", "OTHER_CLUSTER",
