@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 from dsd.wire import MAX_INT, NAME_PATTERN, decode_object, utf8_size
@@ -168,8 +168,10 @@ class Snapshot:
     ``base`` (an entry of ``base_term``) with ``total`` users present there, in ``cluster``.
 
     The presence table comes in parts of at most MAX_BATCH join entries that fit one link
-    message each, ``users`` starting at index ``offset`` of the table (in seq order); the
-    receiver installs once it holds all ``total``, then takes entries after ``base`` as usual.
+    message each, ``users`` starting at index ``offset`` of the table (in seq order), and beside
+    it the dedupe window of trimmed ids, ``[user, id, seq, time]``, ``ids`` starting at
+    ``ids_offset`` of ``ids_total``; the receiver installs once it holds both whole, then takes
+    entries after ``base`` as usual.
     """
 
     TYPE: ClassVar[str] = "snapshot"
@@ -182,6 +184,9 @@ class Snapshot:
     users: list[Entry]
     config: Entry | None
     cluster: str
+    ids_offset: int = 0
+    ids_total: int = 0
+    ids: list[list[Any]] = field(default_factory=list)
 
 
 LinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Refuse, Remove, Fetch, Entries, Snapshot]
@@ -234,6 +239,10 @@ def _check_snapshot(message: Snapshot) -> None:
         raise LinkError("snapshot: a user twice")
     if message.config is not None and message.config["seq"] > message.base:
         raise LinkError("snapshot: a config after the base")
+    if message.ids_offset + len(message.ids) > message.ids_total:
+        raise LinkError("snapshot: ids beyond ids_total")
+    if any(not 0 < row[2] <= message.base for row in message.ids):
+        raise LinkError("snapshot: a trimmed id after the base")
 
 
 def _is_count(value: object) -> bool:
@@ -247,6 +256,8 @@ def _check_field(kind: str, name: str, value: object) -> None:
         ok = _is_batch(value) and all(_is_entry(e) for e in value)  # type: ignore[union-attr]
     elif name == "users":
         ok = _is_batch(value) and all(_is_join(j) for j in value)  # type: ignore[union-attr]
+    elif name == "ids":
+        ok = _is_batch(value) and all(_is_trimmed_id(row) for row in value)  # type: ignore[union-attr]
     elif name == "config":
         ok = value is None or (_is_entry(value) and value["kind"] == "config")  # type: ignore[index]
     elif name == "proposals":
@@ -291,6 +302,12 @@ def _is_entry(record: object) -> bool:
     except ValueError:
         return False
     return all(_record_field_ok(key, record[key]) for key in ENTRY_KEYS if key not in ("user", "session", "text"))
+
+
+def _is_trimmed_id(row: object) -> bool:
+    """[user, id, seq, time] of a trimmed entry."""
+    return (isinstance(row, list) and len(row) == 4 and _record_field_ok("user", row[0])
+            and _record_field_ok("id", row[1]) and _record_field_ok("seq", row[2]) and _record_field_ok("time", row[3]))
 
 
 def _is_join(record: object) -> bool:

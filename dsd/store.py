@@ -36,7 +36,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -101,13 +101,16 @@ class Base:
     ``seq`` and ``term`` are that entry's (0, 0 for an untrimmed log); ``users`` is who was
     present after it: user -> the join entry that made them present, in seq order; ``config``
     is the latest config entry at or before it (None when there is none), which the log must
-    keep when retention trims it away.
+    keep when retention trims it away; ``ids`` are the (user, id, seq, time) of trimmed entries
+    the dedupe window still holds, so that a daemon that installs the base still recognises a
+    retried message (see `find`).
     """
 
     seq: int
     term: int
     users: dict[str, Entry]
     config: Entry | None = None
+    ids: tuple[tuple[str, str, int, float], ...] = field(default=(), compare=False)  # dedupe side data
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ class Store(Protocol):
 
     def install(self, base: Base) -> None:
         """Replace everything, uncommitted entries included, by a snapshot: no entries,
-        `base.users` present, `base.config` the last config, no trimmed ids, committed up to
+        `base.users` present, `base.config` the last config, `base.ids` the trimmed ids, committed up to
         base.seq, the log continuing at base.seq + 1.
 
         Raises ValueError, changing nothing, on a malformed base.
@@ -274,6 +277,10 @@ def _check_base(base: Base) -> None:
             raise ValueError("the base's config is not a config entry")
         if type(config["seq"]) is not int or not 0 < config["seq"] <= base.seq:
             raise ValueError(f"the base's config at seq {config['seq']!r} is not before the base {base.seq}")
+    for row in base.ids:
+        if (len(row) != 4 or not isinstance(row[0], str) or not isinstance(row[1], str) or type(row[2]) is not int
+                or not 0 < row[2] <= base.seq or type(row[3]) not in (int, float)):
+            raise ValueError(f"a trimmed id {row!r} is not (user, id, seq up to the base, time)")
 
 
 def _check_state(state: ChatState) -> None:
@@ -426,7 +433,9 @@ class MemoryStore:
 
     def base(self) -> Base:
         users = {user: dict(join) for user, join in self._base.users.items()}
-        return Base(self._base.seq, self._base.term, users, _copy(self._base.config))
+        ids = tuple(sorted(((key[0], key[1], seq, time) for time, seq, key in self._trimmed_times),
+                           key=lambda row: (row[2], row[0], row[1])))
+        return Base(self._base.seq, self._base.term, users, _copy(self._base.config), ids)
 
     def install(self, base: Base) -> None:
         _check_base(base)
@@ -438,6 +447,9 @@ class MemoryStore:
         self._ids = {}
         self._trimmed = {}
         self._trimmed_times = []
+        for user, id, seq, time in sorted(base.ids, key=lambda row: row[2]):
+            self._trimmed.setdefault((user, id), []).append(seq)
+            heapq.heappush(self._trimmed_times, (time, seq, (user, id)))
         self._config = _copy(base.config)
 
     def find(self, user: str, id: str) -> int | None:
@@ -742,9 +754,11 @@ class SqliteStore:
                 self._set_presence(table, joins)
             if base.config is not None:
                 self._db.execute(_INSERT_BASE_CONFIG, _row(base.config))
+            self._db.executemany("INSERT INTO trimmed_ids (user, id, seq, time) VALUES (?, ?, ?, ?)", base.ids)
             self._db.execute("UPDATE base SET seq = ?, term = ?", (base.seq, base.term))
             self._db.execute("UPDATE commit_point SET seq = ?", (base.seq,))
         self._keys.clear()
+        self._keys.update(hash((user, id)) for user, id, _, _ in base.ids)
         self._read_positions()
 
     def read(self, after: int, limit: int, upto: int | None = None) -> list[Entry]:
@@ -779,7 +793,8 @@ class SqliteStore:
         if self._base_term is None:
             return None
         users = _entries(self._db.execute(f"SELECT {_COLUMNS} FROM base_presence ORDER BY seq"))
-        return Base(self._base_seq, self._base_term, {join["user"]: join for join in users}, self._base_config())
+        ids = tuple(self._db.execute("SELECT user, id, seq, time FROM trimmed_ids ORDER BY seq, user, id"))
+        return Base(self._base_seq, self._base_term, {join["user"]: join for join in users}, self._base_config(), ids)
 
     def find(self, user: str, id: str) -> int | None:
         if hash((user, id)) not in self._keys:

@@ -274,3 +274,37 @@ def test_a_newcomer_that_leads_at_once_makes_itself_a_voter() -> None:
     sim.change_view()  # d, the highest name, leads at once, before anyone added it
     sim.run_for(5.0)
     assert all(sim.daemons[n].chat.roles() == dict.fromkeys("abcd", VOTER) for n in "abcd")
+
+
+def test_a_sequencer_that_caught_up_by_snapshot_still_recognises_a_retried_message() -> None:
+    """a's message m1 commits while a hears nothing back; a is cut off, the others trim m1's
+    entry, and a new daemon d, caught up from a snapshot, becomes the sequencer. a's retry of m1
+    reaches d, which knows it from the snapshot's trimmed ids: m1 is recorded once."""
+    sim = Lossy(list("abc"), seed=3, retention=20)
+    sim.join("ua", "a")
+    sim.join("ub", "b")
+    sim.run_for(0.2)
+    sim.drop = lambda src, to, m: src == "c" and to == "a"
+    sim.send("ua", "hello once", id="m1")  # c commits it with b; a never hears
+    sim.run_for(0.05)
+    sim.drop = lambda src, to, m: False
+    sim.groups = [frozenset("a"), frozenset("bcd")]
+    sim.change_view(keep_leaders=True)
+    for i in range(40):  # more than retention + slack: m1's entry is trimmed on b and c
+        sim.send("ub", f"b{i}")
+        sim.heartbeat("ua")
+        sim.run_for(0.01)
+    store = SimStore(20)
+    sim.daemons["d"] = SimDaemon(sim._chat("d", store), store)
+    sim.change_view()  # d, the highest name, leads b and c: it installs a snapshot first
+    assert sim.wait_for(lambda: sim.daemons["d"].chat.role == ACTIVE and store.installed, 2.0)
+    for _ in range(5):
+        sim.heartbeat("ua")
+        sim.run_for(0.2)
+    sim.heal()  # a forwards m1 again, now to d
+    sim.run_for(1.0)
+    assert sim.daemons["d"].store.find("ua", "m1") is not None
+    assert "m1" not in [id for _, _, id in sim.logs()["d"]], "not sequenced a second time"
+    sim.send("ua", "hello once", id="m1")  # as dschat does after no_quorum: the same id again
+    assert sim.wait_for(lambda: "m1" in sim.clients["ua"].acked, 1.0)
+    assert_one_log(sim)

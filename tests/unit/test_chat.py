@@ -1626,8 +1626,10 @@ def sequencer_of_a_trimmed_log() -> tuple[Chat, list[Action]]:
 def test_a_follower_behind_the_retained_history_gets_a_snapshot_then_the_entries_after_it() -> None:
     c, out = sequencer_of_a_trimmed_log()
     (new_config,) = c.log.read(22, 10)
+    ids = [list(row) for row in c.store.base().ids]  # the trimmed ids go with it, for dedupe
+    assert [row[2] for row in ids] == list(range(2, 13))  # every trimmed entry but the config
     assert transmits(out) == [
-        ("G", Snapshot("L", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER)),
+        ("G", Snapshot("L", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER, 0, len(ids), ids)),
         ("G", Append("L", 2, CLUSTER, 12, 1, retained(13, 22) + [new_config], 23)),
     ]
     assert c.commit == 23  # {G, L}: L is the top, alone a quorum
@@ -1722,8 +1724,9 @@ def test_a_fetch_reaching_before_the_history_is_answered_with_a_snapshot_first()
     c = make("F", trimmed_store())
     c.set_view("M", peers("M"), 0.0)
     c.receive(Gather("M", 2, CLUSTER), 0.0)
+    ids = [list(row) for row in c.store.base().ids]
     assert transmits(c.receive(Fetch("M", 2, 3), 0.0)) == [
-        ("M", Snapshot("F", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER)),
+        ("M", Snapshot("F", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER, 0, len(ids), ids)),
         ("M", Entries("F", 2, retained(13, 22)))]
     assert transmits(c.receive(Fetch("M", 2, 12), 0.0)) == [("M", Entries("F", 2, retained(13, 22)))]
 

@@ -78,7 +78,7 @@ EXTREMES = [
 ]
 COUNT_FIELDS = [(cls, f.name) for cls in LINK_TYPES.values() for f in fields(cls)
                 if f.name not in ("src", "entries", "proposals", "results", "users", "cluster", "reason", "name",
-                                  "config")]
+                                  "config", "ids")]
 
 
 def body_of(message: Any) -> dict[str, Any]:
@@ -199,7 +199,8 @@ def test_counts_must_be_ints_from_0_to_2_63_minus_1(cls: type, name: str, value:
 @pytest.mark.parametrize("cls,name", COUNT_FIELDS, ids=lambda x: x if isinstance(x, str) else x.TYPE)
 def test_counts_accept_both_limits(cls: type, name: str) -> None:
     # A snapshot part with no users and total MAX_INT lets each count alone take either limit.
-    body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, [], None, "") if cls is Snapshot else sample_of(cls))
+    body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, [], None, "", 0, MAX_INT) if cls is Snapshot
+                   else sample_of(cls))
     for value in (0, MAX_INT):
         assert getattr(decode(raw({**body, name: value})), name) == value
 
@@ -525,6 +526,19 @@ def test_a_config_entry_must_hold_a_configuration_and_no_user(changes: dict[str,
     assert decode(raw({"t": "entries", "src": "a", "term": 1, "entries": [config]})).entries == [config]
     with pytest.raises(LinkError):
         decode(raw({"t": "entries", "src": "a", "term": 1, "entries": [{**config, **changes}]}))
+
+
+@pytest.mark.parametrize("ids, why", [
+    ([["alice", "m1", 9, 1.0]], "after the base"), ([["alice", "m1", 0, 1.0]], "after the base"),
+    ([["alice", "m1", 1]], "bad ids"), ([["", "m1", 1, 1.0]], "bad ids"), ([["alice", "a b", 1, 1.0]], "bad ids"),
+])
+def test_a_snapshot_refuses_a_malformed_or_late_trimmed_id(ids: list, why: str) -> None:
+    good = Snapshot("a", 1, 8, 1, 0, 0, [], None, "", 0, 1, [["alice", "m1", 1, 1.0]])
+    assert decode(encode(good)) == good
+    with pytest.raises(LinkError, match=why):
+        decode(raw({**body_of(good), "ids": ids}))
+    with pytest.raises(LinkError, match="ids beyond ids_total"):
+        decode(raw({**body_of(good), "ids_total": 0}))
 
 
 def test_a_proposal_cannot_be_a_config_and_a_snapshot_config_not_after_its_base() -> None:

@@ -1261,3 +1261,25 @@ def test_the_log_is_checkpointed_into_the_database_file_by_a_thread_that_stops_a
         assert reopened.last_seq() == 2 * CHECKPOINT_EVERY
     finally:
         reopened.close()
+
+
+def test_the_base_carries_the_trimmed_ids_and_installing_it_keeps_them_findable(make: Make) -> None:
+    """A daemon that catches up from a snapshot still recognises a retry of a trimmed message."""
+    source = make(1)
+    append_committed(source, [entry(1, id="m1"), entry(2, id="m2"), entry(3, id="m3")])
+    base = source.base()
+    assert base is not None and [(user, id, seq) for user, id, seq, _ in base.ids] == [("alice", "m1", 1), ("alice", "m2", 2)]
+    target = make(1)
+    target.install(base)
+    assert target.find("alice", "m1") == 1 and target.find("alice", "m2") == 2
+    assert target.find("alice", "m3") is None  # after the base: the target gets it as an entry
+    assert target.base() is not None and target.base().ids == base.ids  # and passes them on
+
+
+@pytest.mark.parametrize("row", [("alice", "m1"), ("alice", "m1", 9, 1.0), ("alice", "m1", 0, 1.0),
+                                 (1, "m1", 1, 1.0), ("alice", "m1", 1, "late")])
+def test_install_refuses_a_malformed_trimmed_id(make: Make, row: tuple) -> None:
+    store = make()
+    with pytest.raises(ValueError, match="trimmed id"):
+        store.install(Base(5, 1, {}, None, (row,)))
+    assert store.committed() == 0

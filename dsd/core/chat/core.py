@@ -114,7 +114,7 @@ class Chat(Candidate, Voter, Sequencer):
         self.retiring = False  # leaving: asking the sequencer to remove this daemon
         self._retire_sent = 0.0
         self._pending: dict[Key, int] = {}  # sequencer: uncommitted entries by (user, id)
-        self._snapshot: tuple[tuple[str, int, int, int, int], list[Entry]] | None = None  # parts so far
+        self._snapshot: tuple[tuple[str, int, int, int, int, int], list[Entry], list[list[Any]]] | None = None  # parts so far
         # Output gathered over a batch of inputs (see `hold`) and returned by `release`:
         self._held: list[Action] | None = None
         self._dirty = False  # sequencer: new entries, acks or a view change to act on

@@ -142,16 +142,20 @@ class Sequencer:
             follower.progress = now
 
     def _snapshot_parts(self, base: Base) -> list[Snapshot]:
-        """`base` as SNAPSHOT messages: the presence table in parts that each fit a link message."""
+        """`base` as SNAPSHOT messages: the presence table and the trimmed ids in parts that
+        each fit a link message (a part carries a slice of each)."""
         users = list(base.users.values())
+        ids = [list(row) for row in base.ids]
         self.counters.snapshots_sent += 1
         parts: list[Snapshot] = []
-        offset = 0
-        while not parts or offset < len(users):
-            batch = fitting(users[offset:offset + MAX_BATCH])
+        offset = ids_offset = 0
+        while not parts or offset < len(users) or ids_offset < len(ids):
+            batch = fitting(users[offset:offset + MAX_BATCH]) if offset < len(users) else []
+            id_batch = ids[ids_offset:ids_offset + MAX_BATCH]
             parts.append(Snapshot(self.name, self.epoch, base.seq, base.term, offset, len(users), batch, base.config,
-                                  self._log_cluster()))
+                                  self._log_cluster(), ids_offset, len(ids), id_batch))
             offset += len(batch)
+            ids_offset += len(id_batch)
         return parts
 
     def _on_ack(self, message: Ack, now: float) -> None:

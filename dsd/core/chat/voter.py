@@ -136,18 +136,21 @@ class Voter:
 
     def _assemble(self, part: Snapshot) -> Base | None:
         """The snapshot once its last part is in; parts must come in order, a first part restarts."""
-        key = (part.src, part.term, part.base, part.base_term, part.total)
-        if part.offset == 0:
-            self._snapshot = (key, [])
-        if self._snapshot is None or self._snapshot[0] != key or part.offset != len(self._snapshot[1]):
+        key = (part.src, part.term, part.base, part.base_term, part.total, part.ids_total)
+        if part.offset == part.ids_offset == 0:
+            self._snapshot = (key, [], [])
+        if (self._snapshot is None or self._snapshot[0] != key or part.offset != len(self._snapshot[1])
+                or part.ids_offset != len(self._snapshot[2])):
             self.counters.link_messages_ignored += 1  # a part lost before this one: the source sends it all again
             return None
-        users = self._snapshot[1]
+        _, users, ids = self._snapshot
         users.extend(part.users)
-        if len(users) < part.total:
+        ids.extend(part.ids)
+        if len(users) < part.total or len(ids) < part.ids_total:
             return None
         self._snapshot = None
-        return Base(part.base, part.base_term, {join["user"]: join for join in users}, part.config)
+        trimmed = tuple((user, id, seq, time) for user, id, seq, time in ids)
+        return Base(part.base, part.base_term, {join["user"]: join for join in users}, part.config, trimmed)
 
     def _install(self, base: Base, source: str, now: float, out: list[Action]) -> None:
         skipped = base.seq - self.log.commit
