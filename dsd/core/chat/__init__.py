@@ -37,7 +37,8 @@ Invariants (what the tests and the simulations check), in the spirit of Raft's F
 7. A daemon whose side of the network holds no quorum of the voters refuses clients at once
    (`no_quorum`); its log catches up after the heal.
 8. Client ids and daemon ids never collide (daemon ids hold ':'); a retried message is recorded
-   once, also after its entry was trimmed (the store keeps trimmed ids for an hour).
+   once, also after its entry was trimmed (the store keeps trimmed ids for an hour, and a
+   snapshot carries them to a daemon that catches up from it).
 
 Epochs travel as the ``term`` of every link message and entry; the bully election's terms are
 its own and the chat does not trust them.
