@@ -7,8 +7,6 @@ majority of them refuses at once (no_quorum); the log never splits.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from dsd.client import ControlClient, DaemonError
@@ -57,7 +55,6 @@ def test_a_split_3_2_at_default_settings_heals_into_one_log(make_cluster):
             for name, user in users.items():
                 user.write(lines[name][n])
         cluster.net.split([4, 5])  # d and e: 2 of 5, each side still talks within itself
-        time.sleep(0.05)  # pacing: the writes below land during the split, not waiting for anything
         for n in range(10, 20):
             for name, user in users.items():
                 user.write(lines[name][n])
