@@ -156,14 +156,20 @@ def test_4_a_partial_copy_of_a_new_sequencers_log_never_outranks_committed_entri
         assert not lost, f"acknowledged but gone from {name}: {lost}"
 
 
-def test_5_a_message_retried_after_its_entry_was_trimmed_is_recorded_once() -> None:
-    sim = Lossy(list("abc"), seed=1, retention=20)
+def committed_unheard(seed: int) -> Lossy:
+    """a, b, c (retention 20); ua's message m1 commits on c and b while a hears nothing back."""
+    sim = Lossy(list("abc"), seed=seed, retention=20)
     sim.join("ua", "a")
     sim.join("ub", "b")
     sim.run_for(0.2)
     sim.drop = lambda src, to, m: src == "c" and to == "a"
     sim.send("ua", "hello once", id="m1")  # c commits it with b; a never hears
     sim.run_for(0.05)
+    return sim
+
+
+def test_5_a_message_retried_after_its_entry_was_trimmed_is_recorded_once() -> None:
+    sim = committed_unheard(seed=1)
     sim.drop = lambda src, to, m: {src, to} == {"a", "c"}
     for i in range(40):  # more than retention + slack: c trims m1's entry
         sim.send("ub", f"b{i}")
@@ -280,13 +286,7 @@ def test_a_sequencer_that_caught_up_by_snapshot_still_recognises_a_retried_messa
     """a's message m1 commits while a hears nothing back; a is cut off, the others trim m1's
     entry, and a new daemon d, caught up from a snapshot, becomes the sequencer. a's retry of m1
     reaches d, which knows it from the snapshot's trimmed ids: m1 is recorded once."""
-    sim = Lossy(list("abc"), seed=3, retention=20)
-    sim.join("ua", "a")
-    sim.join("ub", "b")
-    sim.run_for(0.2)
-    sim.drop = lambda src, to, m: src == "c" and to == "a"
-    sim.send("ua", "hello once", id="m1")  # c commits it with b; a never hears
-    sim.run_for(0.05)
+    sim = committed_unheard(seed=3)
     sim.drop = lambda src, to, m: False
     sim.groups = [frozenset("a"), frozenset("bcd")]
     sim.change_view(keep_leaders=True)
