@@ -17,7 +17,7 @@ from dsd.core.chat.proposer import Key, Proposer, Waiter
 from dsd.core.chat.roles import ACTIVE, CATCHING_UP, FETCHING, FOLLOWING, GATHERING, OTHER_CLUSTER, VOTER
 from dsd.core.chat.sequencer import FollowerState, Sequencer
 from dsd.core.chat.voter import Voter
-from dsd.linkwire import (
+from dsd.core.link_messages import (
     ID_PATTERN, MAX_BATCH, PUBLIC_KEYS, SESSION_PATTERN, USER_PATTERN, Ack, Append, Entries, Entry, Fetch,
     Forward, Gather, LinkMessage, Proposal, Refuse, Remove, Result, Snapshot, Status, fitting, utf8_size,
 )

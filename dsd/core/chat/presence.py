@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsd.linkwire import Entry
+from dsd.core.link_messages import Entry
 
 PRESENCE_KINDS = ("join", "leave", "timeout")
 

@@ -15,7 +15,7 @@ from typing import Any
 from dsd.core.actions import Action, Log, Transmit
 from dsd.core.chat.config import Config, quorum_of
 from dsd.core.chat.roles import ACTIVE, FETCHING, FOLLOWING, GATHERING
-from dsd.linkwire import MAX_BATCH, Ack, Append, Entry, Fetch, Forward, Gather, Proposal, Remove, Result, Snapshot, fitting
+from dsd.core.link_messages import MAX_BATCH, Ack, Append, Entry, Fetch, Forward, Gather, Proposal, Remove, Result, Snapshot, fitting
 from dsd.store import Base
 
 WINDOW = 4 * MAX_BATCH  # entries in flight to one follower
@@ -145,7 +145,7 @@ class Sequencer:
         """`base` as SNAPSHOT messages: the presence table and the trimmed ids in parts that
         each fit a link message (a part carries a slice of each)."""
         users = list(base.users.values())
-        ids = [list(row) for row in base.ids]
+        ids = list(base.ids)
         self.counters.snapshots_sent += 1
         parts: list[Snapshot] = []
         offset = ids_offset = 0
