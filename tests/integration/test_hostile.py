@@ -560,7 +560,7 @@ def test_a_request_over_the_socket_limit_drops_only_its_connection(cluster):
         assert a.request("ping", timeout=2) == {"pong": True}
         dealer.send_multipart([b"", b'{"cmd": "ping"}'])  # ZeroMQ reconnects by itself
         assert dealer.poll(10000, zmq.POLLIN), "the sender's socket never got through again"
-        assert dealer.recv_multipart() == [b"", b'{"ok": true, "result": {"pong": true}}']
+        assert dealer.recv_multipart() == [b"", b'{"ok":true,"result":{"pong":true}}']
     finally:
         dealer.close(linger=0)
     after = stats(a)
