@@ -189,10 +189,11 @@ class _ChatClient:
             return
         while True:
             try:
-                _topic, body = self.sub.recv_multipart(zmq.NOBLOCK)
+                _topic, *bodies = self.sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            yield json.loads(body)
+            for body in bodies:
+                yield json.loads(body)
 
     def call(self, cmd: str, timeout: float, **args: Any) -> dict[str, Any]:
         """One request, answered before `timeout` (feed events read meanwhile are dropped)."""
@@ -496,19 +497,19 @@ def _worker_receiver(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
             continue
         while True:
             try:
-                _topic, body = sub.recv_multipart(zmq.NOBLOCK)
+                _topic, *bodies = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
             now = time.time()
-            event = json.loads(body)
-            if event.get("user") != cfg["user"] or event.get("kind") != "message":
-                continue
-            sent = _sent_at(event.get("text", ""))
-            phase = _phase_of(schedule, sent) if sent is not None else None
-            if phase is not None:
-                latencies[phase].append(now - sent)
-                sequenced[phase].append(float(event.get("time", now)) - sent)
-                received += 1
+            for event in map(json.loads, bodies):
+                if event.get("user") != cfg["user"] or event.get("kind") != "message":
+                    continue
+                sent = _sent_at(event.get("text", ""))
+                phase = _phase_of(schedule, sent) if sent is not None else None
+                if phase is not None:
+                    latencies[phase].append(now - sent)
+                    sequenced[phase].append(float(event.get("time", now)) - sent)
+                    received += 1
     sub.close(linger=0)
     context.destroy(linger=0)
     return {"latencies": [[round(x, 7) for x in phase] for phase in latencies],
@@ -821,10 +822,10 @@ class FeedReader:
                 name = next(n for n, s in self.sockets.items() if s is socket)
                 while True:
                     try:
-                        _topic, body = socket.recv_multipart(zmq.NOBLOCK)
+                        _topic, *bodies = socket.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.events.append((now, name, json.loads(body)))
+                    self.events.extend((now, name, json.loads(body)) for body in bodies)
             ready = dict(self.poller.poll(0))
 
     def wait_for(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -25,7 +25,7 @@ from dsd.core.chat import Chat, ChatLimits
 from dsd.core.node import DISCOVERING, LEADER, Node
 from dsd.core.timing import Timing
 from dsd.curve import load_server_keys
-from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable
+from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable, runs
 from dsd.io.links import Links, peer_bind_endpoint
 from dsd.io.multicast import MulticastTransport, Transport
 from dsd.io.systemd import Notifier
@@ -311,6 +311,7 @@ class Service:
     def _apply(self, actions: list[Action]) -> None:
         status_changed = False
         encoded: tuple[object, bytes] = (None, b"")  # the last link message and its bytes
+        events: list[tuple[str, dict[str, Any]]] = []
         for action in actions:
             if isinstance(action, Send):
                 self.transport.send(self.sealer.seal(action.message) if self.sealer else wire.encode(action.message))
@@ -327,7 +328,7 @@ class Service:
                     self.metrics.replied(request, action.error is None, self.loop.time())
                 self.control.reply(request.envelope, commands.reply(request.rid, action.result, action.error))
             elif isinstance(action, Publish):
-                self.feed.publish(action.topic, action.event)
+                events.append((action.topic, action.event))
                 if not action.topic.startswith("chat."):
                     log.debug("event %s %s", action.topic, action.event)
                     logs.peer_event(log, action.topic, action.event, self.node.term, self.node.leader)
@@ -340,6 +341,8 @@ class Service:
                 log.error("refusing to run: %s", action.reason)
                 self.exit_status = 1
                 self.stop()
+        for topic, run in runs(events):
+            self.feed.publish(topic, run)
         if status_changed:
             self._update_status()
         self._rearm()

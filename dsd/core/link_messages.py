@@ -55,6 +55,7 @@ UserName = _matching(USER)
 EntryId = _matching(ENTRY_ID)
 Time = Annotated[float, Meta(ge=0, lt=1e11)]
 KINDS = ("message", "join", "leave", "timeout", "config")
+PRESENCE_KINDS = ("join", "leave", "timeout")
 
 
 class Proposal(TypedDict):

@@ -16,6 +16,7 @@ import resource
 import time
 from typing import Any, Callable
 
+import msgspec
 import zmq
 
 from dsd.curve import ServerKeys, make_server, start_zap
@@ -59,6 +60,7 @@ def reachable(endpoint: str, host: str) -> str:
     return endpoint
 
 
+_FEED_ENCODER = msgspec.json.Encoder()
 _BAD_ENVELOPE = json.dumps({"ok": False, "error": {
     "code": "bad_request",
     "message": "a request is exactly one frame after an empty delimiter frame (as a REQ socket sends it)",
@@ -309,7 +311,13 @@ def _send(socket: zmq.Socket, frames: list[bytes]) -> None:
 
 
 class Feed:
-    """Publishes `[topic, json]` events; slow subscribers are dropped by ZeroMQ's HWM, never waited for."""
+    """Publishes `[topic, json, ...]` messages: one or more events of one topic, in order.
+
+    Slow subscribers are dropped by ZeroMQ's HWM, never waited for. Several events in one
+    message (a burst of committed entries) cost one wake-up of libzmq's I/O thread, here and
+    at every subscriber, instead of one each: at a few thousand entries a second that was a
+    third of the daemon's time.
+    """
 
     def __init__(self, context: zmq.Context, endpoint: str, node: str, tcp_endpoint: str = "",
                  curve: CurveServer | None = None) -> None:
@@ -329,19 +337,31 @@ class Feed:
         socket.setsockopt(zmq.SNDHWM, 10000)
         return socket
 
-    def publish(self, topic: str, event: dict[str, Any]) -> None:
-        body = {"topic": topic, "node": self._node, "time": round(time.time(), 6), **event}
-        frames = [topic.encode(), json.dumps(body).encode()]
+    def publish(self, topic: str, events: list[dict[str, Any]]) -> None:
+        """One message of `events`, all of `topic`."""
+        head = {"topic": topic, "node": self._node, "time": round(time.time(), 6)}
+        frames = [topic.encode(), *(_FEED_ENCODER.encode({**head, **event}) for event in events)]
         for socket in self._sockets:
             try:
                 socket.send_multipart(frames, flags=zmq.NOBLOCK)
             except zmq.Again:
-                log.debug("feed full: dropped %s", topic)
-        self.published += 1
+                log.debug("feed full: dropped %d %s", len(events), topic)
+        self.published += len(events)
 
     def close(self) -> None:
         for socket in self._sockets:
             socket.close(linger=0)
+
+
+def runs(events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(topic, event) pairs as runs of consecutive events of one topic: one feed message each."""
+    grouped: list[tuple[str, list[dict[str, Any]]]] = []
+    for topic, event in events:
+        if grouped and grouped[-1][0] == topic:
+            grouped[-1][1].append(event)
+        else:
+            grouped.append((topic, [event]))
+    return grouped
 
 
 async def cancel(task: "asyncio.Task[Any] | None") -> None:
