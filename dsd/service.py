@@ -271,7 +271,9 @@ class Service:
             log.debug("rejected a link message: %s", error)
             return
         self._hold_chat()
-        self._apply(self.chat.receive(message, self.loop.time()))
+        actions = self.chat.receive(message, self.loop.time())
+        if actions:  # held: see chat_request
+            self._apply(actions)
 
     def _hold_chat(self) -> None:
         """Batch the chat's output over this event-loop turn: a burst of inputs, one flush."""
@@ -361,10 +363,13 @@ class Service:
             self._apply(self.chat.set_view(leader, view[1], self.loop.time()))
 
     def _rearm(self) -> None:
+        """Keep the timer no later than the next deadline. A timer that would fire early stays:
+        the cores' ticks act only on what is due, and the chat's deadlines move with every
+        request, so re-arming each time would cost a timer per request."""
         deadlines = [d for d in (self.node.next_deadline(), self.chat.next_deadline()) if d is not None]
         deadline = min(deadlines, default=None)
         if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
+            if deadline is None or self._timer.when() <= deadline:
                 return
             self._timer.cancel()
             self._timer = None
@@ -485,7 +490,8 @@ class Service:
             actions = chat.heartbeat(request, user, session, now)
         else:
             actions = chat.leave(request, user, session, now)
-        self._apply(actions)
+        if actions:  # held: the output (and the timer) waits for the release at the end of this turn
+            self._apply(actions)
         return None
 
 

@@ -119,7 +119,7 @@ class Chat(Candidate, Voter, Sequencer):
         self._held: list[Action] | None = None
         self._dirty = False  # sequencer: new entries, acks or a view change to act on
         self._ack_due: str | None = None  # follower: the sequencer is owed an ACK
-        self._quorum_cache: tuple[tuple[Any, ...], tuple[str, str] | None] | None = None  # see _quorum_error
+        self._quorum_cache: tuple[Any, ...] | None = None  # see _quorum_error
 
     # ------------------------------------------------------------ read-only views
 
@@ -243,11 +243,11 @@ class Chat(Candidate, Voter, Sequencer):
 
         Asked for every proposal, it changes only with the configuration, the view and the
         foreign daemons: the answer is kept until one of them changes."""
-        key = (self.log.config, self.peers, self.leader, self.leader in self.foreign)
+        config, foreign = self.log.config, self.leader in self.foreign
         cached = self._quorum_cache
-        if cached is not None and all(a is b for a, b in zip(cached[0], key)):
-            return cached[1]
-        config = self.log.config
+        if (cached is not None and cached[0] is config and cached[1] is self.peers and cached[2] is self.leader
+                and cached[3] is foreign):
+            return cached[4]
         live = set(self.peers) | {self.name}
         error: tuple[str, str] | None = None
         if self.leader in self.foreign:
@@ -255,7 +255,7 @@ class Chat(Candidate, Voter, Sequencer):
                                     "cluster has no sequencer (see README, two chat clusters)")
         elif config is not None and not config.is_quorum(live):
             error = "no_quorum", config.shortfall(live)
-        self._quorum_cache = (key, error)
+        self._quorum_cache = (config, self.peers, self.leader, foreign, error)
         return error
 
     # ----------------------------------------------------------------- commit
