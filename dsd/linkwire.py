@@ -6,8 +6,9 @@ malformed raises `LinkError` and never reaches the core. An unknown field of a m
 refused; an unknown key of a record (entry, proposal, result) is dropped, so what reaches
 the core holds exactly the record's keys.
 
-MessagePack rather than JSON (both measured in bench/RESULTS.md, "link codec"): smaller
-frames, and a third of JSON's encoding cost for a batch of entries.
+MessagePack rather than JSON (`python -m bench.codecs`, both through msgspec with these
+types): a fifth smaller and a little cheaper both ways. Either way most of a decode is the
+validation of the name patterns, about 1.5 of 2 us per entry.
 """
 
 from __future__ import annotations
