@@ -673,6 +673,17 @@ def test_a_follower_commits_on_arrival_when_it_and_the_sequencer_are_a_quorum() 
     assert transmits(out) == [("L", Ack("F", 1, 3, 3, 0))]
 
 
+def test_the_sequencer_tells_its_commit_point_only_to_followers_that_have_not_committed_it() -> None:
+    """With 3 voters a follower commits on arrival and says so in its ACK: no commit-only APPEND
+    follows for it (a round trip per message saved); one whose ACK is behind is told."""
+    c = sequencer()
+    c.join("r", "alice", S, 0.0)
+    out = c.receive(Ack("A", 1, 2, 2, 0), 0.0)  # A committed 2 on arrival (it and L are a quorum)
+    assert c.commit == 2 and replies(out) == [Reply("r", joined(2, "L"))]
+    assert [(to, m.entries, m.commit) for to, m in transmits(out, Append)] == [("B", [], 2)]
+    assert transmits(c.receive(Ack("B", 1, 2, 2, 0), 0.0)) == []
+
+
 def test_a_follower_of_five_voters_waits_for_the_sequencers_commit_point() -> None:
     c = follower(voters=("A", "F", "G", "L", "M"))
     out = c.receive(append(1, [join_entry(2), entry(3)], 1), 0.0)

@@ -136,7 +136,7 @@ class Sequencer:
             follower.next += len(entries)
             follower.told = log.commit
             follower.progress = now  # resend only after resend_interval with nothing sent or acknowledged
-        if follower.told < log.commit and follower.next > log.last:
+        if max(follower.told, follower.commit) < log.commit and follower.next > log.last:  # it may have committed on its own
             out.append(Transmit(name, Append(self.name, self.epoch, cluster, log.last, log.last_term, [], log.commit)))
             follower.told = log.commit
             follower.progress = now
