@@ -313,8 +313,11 @@ class Service:
     def _apply(self, actions: list[Action]) -> None:
         status_changed = False
         encoded: tuple[object, bytes] = (None, b"")  # the last link message and its bytes
-        events: list[tuple[str, dict[str, Any]]] = []
+        events: list[tuple[str, dict[str, Any]]] = []  # consecutive Publish actions, published together
         for action in actions:
+            if events and not isinstance(action, Publish):
+                self._publish(events)
+                events = []
             if isinstance(action, Send):
                 self.transport.send(self.sealer.seal(action.message) if self.sealer else wire.encode(action.message))
                 self.datagrams_sent += 1
@@ -343,11 +346,14 @@ class Service:
                 log.error("refusing to run: %s", action.reason)
                 self.exit_status = 1
                 self.stop()
-        for topic, run in runs(events):
-            self.feed.publish(topic, run)
+        self._publish(events)
         if status_changed:
             self._update_status()
         self._rearm()
+
+    def _publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for topic, run in runs(events):
+            self.feed.publish(topic, run)
 
     def _follow_view(self) -> None:
         """Tell the chat core about a new leader, term or set of peers, and connect the links."""
