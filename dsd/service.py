@@ -92,7 +92,7 @@ class Service:
         keys = load_server_keys(control)
         self.curve = CurveServer(keys) if keys is not None else None
         self.control = ControlServer(self.context, control.endpoint, self._on_request, control.tcp_endpoint,
-                                     self.curve)
+                                     self.curve, done=self._release_chat)
         self.feed = Feed(self.context, control.feed, settings.node.name, control.tcp_feed, self.curve)
         offer = None
         if self.control.tcp_endpoint:
@@ -136,7 +136,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
-        tasks = [asyncio.ensure_future(self.control.serve()), asyncio.ensure_future(self.links.serve(self._on_link))]
+        tasks = [asyncio.ensure_future(self.control.serve()), asyncio.ensure_future(self.links.serve(self._on_link, done=self._release_chat))]
         for task in tasks:
             task.add_done_callback(self._on_control_done)
         interval = self.notifier.watchdog_interval()
@@ -276,15 +276,19 @@ class Service:
             self._apply(actions)
 
     def _hold_chat(self) -> None:
-        """Batch the chat's output over this event-loop turn: a burst of inputs, one flush."""
+        """Batch the chat's output over a burst of inputs: one flush for all of them.
+
+        The socket's drain releases when its wake-up's messages are handled; the loop's next
+        turn releases too, should an input come from elsewhere."""
         if not self.chat_held:
             self.chat_held = True
             self.chat.hold()
             self.loop.call_soon(self._release_chat)
 
     def _release_chat(self) -> None:
-        self.chat_held = False
-        self._apply(self.chat.release(self.loop.time()))
+        if self.chat_held:
+            self.chat_held = False
+            self._apply(self.chat.release(self.loop.time()))
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -75,12 +75,16 @@ class Drain:
     must drain fully; a send on the same socket can consume the edge, so after one outside
     `handle`, call `check`. After YIELD_EVERY messages the rest waits for the loop's next
     turn, so a flood cannot starve timers and other sockets. Run it with `serve`.
+
+    `done`, if given, is called after each wake-up's messages: where the daemon ends a batch
+    of inputs at once, rather than a turn of the event loop later.
     """
 
     def __init__(self, socket: zmq.Socket, handle: Callable[[Any], None], multipart: bool = False,
-                 copy: bool = True) -> None:
+                 copy: bool = True, done: Callable[[], None] | None = None) -> None:
         self._socket = socket
         self._handle = handle
+        self._done = done
         self._recv: Callable[[], Any] = (
             (lambda: socket.recv_multipart(zmq.NOBLOCK, copy=copy)) if multipart else (lambda: socket.recv(zmq.NOBLOCK))
         )
@@ -119,13 +123,15 @@ class Drain:
                 try:
                     message = self._recv()
                 except zmq.Again:
-                    return
+                    break
                 self._handle(message)
+            else:
+                if not self._scheduled:
+                    self._schedule()
+            if self._done is not None:
+                self._done()
         except Exception as error:  # the serving task ends with it, as an await would have
             failed.set_exception(error)
-            return
-        if not self._scheduled:
-            self._schedule()
 
 
 async def serve(*drains: Drain) -> None:
@@ -239,11 +245,11 @@ def raise_fd_limit() -> int:
 class ControlServer:
     """Answers each request frame with `handler(payload, envelope, admin)`, at once or later via `reply`.
 
-    A malformed envelope gets a bad_request reply.
+    A malformed envelope gets a bad_request reply. `done` ends each batch of requests (`Drain`).
     """
 
     def __init__(self, context: zmq.Context, endpoint: str, handler: RequestHandler,
-                 tcp_endpoint: str = "", curve: CurveServer | None = None) -> None:
+                 tcp_endpoint: str = "", curve: CurveServer | None = None, done: Callable[[], None] | None = None) -> None:
         raise_fd_limit()
         self.endpoint = endpoint
         self._handler = handler
@@ -252,11 +258,12 @@ class ControlServer:
         bind(self._socket, endpoint, "control")
         self._tcp: zmq.Socket | None = None
         self.tcp_endpoint = ""
-        self._drains = {IPC: Drain(self._socket, self._on_ipc, multipart=True)}
+        self._drains = {IPC: Drain(self._socket, self._on_ipc, multipart=True, done=done)}
         if tcp_endpoint:
             self._tcp = self._router(_tcp_socket(zmq.ROUTER, curve))
             self.tcp_endpoint = bind(self._tcp, tcp_endpoint, "TCP control")
-            self._drains[TCP] = Drain(self._tcp, self._on_tcp, multipart=True, copy=False)  # frames carry the User-Id
+            self._drains[TCP] = Drain(self._tcp, self._on_tcp, multipart=True, copy=False,  # frames carry the User-Id
+                                      done=done)
         self.requests = 0
         self.rejected = 0
 
