@@ -61,6 +61,9 @@ def reachable(endpoint: str, host: str) -> str:
 
 
 _FEED_ENCODER = msgspec.json.Encoder()
+FEED_BATCH = 8  # events in one feed message
+FEED_EVENTS = 10_000  # events queued for one subscriber at most
+FEED_QUEUE = FEED_EVENTS // FEED_BATCH  # its queue, in messages
 _BAD_ENVELOPE = json.dumps({"ok": False, "error": {
     "code": "bad_request",
     "message": "a request is exactly one frame after an empty delimiter frame (as a REQ socket sends it)",
@@ -320,10 +323,12 @@ def _send(socket: zmq.Socket, frames: list[bytes]) -> None:
 class Feed:
     """Publishes `[topic, json, ...]` messages: one or more events of one topic, in order.
 
-    Slow subscribers are dropped by ZeroMQ's HWM, never waited for. Several events in one
-    message (a burst of committed entries) cost one wake-up of libzmq's I/O thread, here and
-    at every subscriber, instead of one each: at a few thousand entries a second that was a
-    third of the daemon's time.
+    Several events in one message (a burst of committed entries, at most FEED_BATCH) cost one
+    wake-up of libzmq's I/O thread, here and at every subscriber, instead of one each: at a
+    few thousand entries a second that was a third of the daemon's time. A slow subscriber is
+    never waited for: its queue holds FEED_QUEUE messages (ZeroMQ's HWM counts messages),
+    so at most FEED_EVENTS events, and the rest is dropped for it (dschat then fetches what it
+    missed with chat.since).
     """
 
     def __init__(self, context: zmq.Context, endpoint: str, node: str, tcp_endpoint: str = "",
@@ -341,18 +346,20 @@ class Feed:
     @staticmethod
     def _pub(socket: zmq.Socket) -> zmq.Socket:
         socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.SNDHWM, 10000)
+        socket.setsockopt(zmq.SNDHWM, FEED_QUEUE)
         return socket
 
     def publish(self, topic: str, events: list[dict[str, Any]]) -> None:
-        """One message of `events`, all of `topic`."""
+        """`events`, all of `topic`, in messages of at most FEED_BATCH."""
         head = {"topic": topic, "node": self._node, "time": round(time.time(), 6)}
-        frames = [topic.encode(), *(_FEED_ENCODER.encode({**head, **event}) for event in events)]
-        for socket in self._sockets:
-            try:
-                socket.send_multipart(frames, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                log.debug("feed full: dropped %d %s", len(events), topic)
+        name = topic.encode()
+        for start in range(0, len(events), FEED_BATCH):
+            frames = [name, *(_FEED_ENCODER.encode({**head, **event}) for event in events[start:start + FEED_BATCH])]
+            for socket in self._sockets:
+                try:
+                    socket.send_multipart(frames, flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    log.debug("feed full: dropped %d %s", len(frames) - 1, topic)
         self.published += len(events)
 
     def close(self) -> None:

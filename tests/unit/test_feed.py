@@ -7,7 +7,7 @@ from pathlib import Path
 
 import zmq
 
-from dsd.io.control import Feed, runs
+from dsd.io.control import FEED_BATCH, Feed, runs
 
 
 def test_consecutive_events_of_one_topic_are_one_run_and_order_is_kept() -> None:
@@ -42,7 +42,15 @@ def test_a_run_is_one_message_of_its_events_each_stamped_with_topic_and_node(tmp
         assert [(e["topic"], e["node"], e["seq"], e["text"]) for e in events] == [
             ("chat.message", "n1", 1, "a"), ("chat.message", "n1", 2, "é")]
         assert events[0]["time"] == events[1]["time"]
+        feed.publish("chat.message", [{"seq": seq} for seq in range(3, 3 + 2 * FEED_BATCH + 3)])
+        sizes, seqs = [], []
+        while sub.poll(500, zmq.POLLIN):
+            bodies = sub.recv_multipart()[1:]
+            sizes.append(len(bodies))
+            seqs += [json.loads(body)["seq"] for body in bodies]
+        assert sizes == [FEED_BATCH, FEED_BATCH, 3] and seqs == list(range(3, 3 + 2 * FEED_BATCH + 3))
     finally:
         sub.close(linger=0)
         feed.close()
         context.term()
+
