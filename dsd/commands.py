@@ -26,6 +26,7 @@ import msgspec
 
 MAX_REQUEST = 512 * 1024  # a max_message of 64 KiB, JSON-escaped, still fits
 MAX_RID = 64
+MAX_SEND_MANY = 256  # messages in one chat.send_many
 log = logging.getLogger("dsd.control")
 
 
@@ -84,24 +85,35 @@ class RequestError(Exception):
         self.rid: str | None = None  # the request's rid, once known, for the error reply
 
 
+class Message(msgspec.Struct, forbid_unknown_fields=True):
+    """One message of a chat.send_many: what chat.send takes besides the user and session."""
+
+    id: Annotated[str, msgspec.Meta(max_length=64)]
+    text: Annotated[str, msgspec.Meta(max_length=MAX_REQUEST)]
+
+
 @dataclass(frozen=True)
 class Arg:
     """One argument of a command: its JSON type and bounds."""
 
     name: str
-    kind: type  # str or int
+    kind: type  # str, int, or list (of Message)
     required: bool = True
-    low: int = 0  # int: smallest value; str: shortest length
-    high: int = 2**63 - 1  # int: largest value; str: longest length
+    low: int = 0  # int: smallest value; str: shortest length; list: fewest items
+    high: int = 2**63 - 1  # int: largest value; str: longest length; list: most items
 
     def annotation(self) -> Any:
         if self.kind is int:
             return Annotated[int, msgspec.Meta(ge=self.low, le=self.high)]
+        if self.kind is list:
+            return Annotated[list[Message], msgspec.Meta(min_length=self.low, max_length=self.high)]
         return Annotated[str, msgspec.Meta(min_length=self.low, max_length=self.high)]
 
     def allowed(self) -> str:
         if self.kind is int:
             return f"an integer from {self.low} to {self.high}"
+        if self.kind is list:
+            return f'a list of {self.low} to {self.high} objects {{"id", "text"}}'
         return f"a string of {self.low} to {self.high} characters"
 
 
@@ -128,16 +140,17 @@ class Command:
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as error:
             args = _json(raw)  # msgspec stops at the first wrong type: is the rest JSON at all?
             raise RequestError("bad_args", self._explain(str(error), args)) from None
-        return {arg.name: value for arg in self.args if (value := getattr(decoded, arg.name)) is not msgspec.UNSET}
+        return {arg.name: msgspec.to_builtins(value) if arg.kind is list else value  # plain JSON values, as sent
+                for arg in self.args if (value := getattr(decoded, arg.name)) is not msgspec.UNSET}
 
     def _explain(self, error: str, args: Any) -> str:
-        named = _NAMED.search(error)
-        if error.startswith("Object contains unknown field") and named:
+        at = _FIELD.search(error)
+        named = _NAMED.search(error.split(" - at ")[0])
+        if at is None and error.startswith("Object contains unknown field") and named:
             takes = ", ".join(arg.name for arg in self.args) or "no arguments"
             return f"{self.name} takes {takes}; got {named.group(1)[:200]}"
-        if error.startswith("Object missing required field") and named:
+        if at is None and error.startswith("Object missing required field") and named:
             return f"{self.name} needs {named.group(1)}"
-        at = _FIELD.search(error)
         arg = next((a for a in self.args if at and a.name == at.group(1)), None)
         if arg is None:
             return '"args" must be an object'
@@ -176,6 +189,8 @@ COMMANDS: dict[str, Command] = {
         _chat_command("chat.join", "join the chat as USER (dschat does this)", USER, SESSION),
         _chat_command("chat.send", "send a message (dschat does this)",
                       USER, SESSION, Arg("id", str, high=64), Arg("text", str, high=MAX_REQUEST)),
+        _chat_command("chat.send_many", "send up to 256 messages at once, each answered as chat.send would be",
+                      USER, SESSION, Arg("messages", list, low=1, high=MAX_SEND_MANY)),
         _chat_command("chat.heartbeat", "a chat client is alive", USER, SESSION),
         _chat_command("chat.leave", "leave the chat", USER, SESSION),
         _chat_command("chat.since", "committed chat entries after SEQ", Arg("seq", int), LIMIT),
@@ -230,6 +245,39 @@ def _rid_of(request: Any) -> str | None:
     """The rid of a request refused as a whole, if it has a valid one."""
     rid = request.get("rid") if isinstance(request, dict) else None
     return rid if isinstance(rid, str) and len(rid) <= MAX_RID else None
+
+
+@dataclass(eq=False)
+class Batch:
+    """A chat.send_many being answered: one result per message; the reply once every one has its own."""
+
+    request: Request
+    results: list[dict[str, Any] | None]
+    left: int
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """One message of a `Batch`, which the chat answers as it would a chat.send of its own."""
+
+    batch: Batch
+    index: int
+
+    def settle(self, result: dict[str, Any] | None, error: tuple[str, str] | None) -> bytes | None:
+        """Record this message's answer: ``{"seq"}`` or ``{"code", "message"}``; returns the
+        batch's reply, ``{"results": [...]}`` in the order sent, once every message has one."""
+        batch = self.batch
+        if batch.results[self.index] is not None:
+            return None
+        batch.results[self.index] = result if error is None else {"code": error[0], "message": error[1]}
+        batch.left -= 1
+        return reply(batch.request.rid, {"results": batch.results}) if batch.left == 0 else None
+
+
+def batch_of(request: Request, count: int) -> list[Part]:
+    """The parts of a chat.send_many of `count` messages, to hand to the chat one by one."""
+    batch = Batch(request, [None] * count, count)
+    return [Part(batch, index) for index in range(count)]
 
 
 def reply(rid: str | None, result: dict[str, Any] | None = None, error: tuple[str, str] | None = None) -> bytes:

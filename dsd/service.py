@@ -330,12 +330,17 @@ class Service:
                     encoded = (action.message, linkwire.encode(action.message))
                 self.links.send(action.to, encoded[1])
             elif isinstance(action, Reply):
-                request: commands.Request = action.request
+                request: commands.Request | commands.Part = action.request
                 if action.error:
                     self.requests_refused[action.error[0]] += 1
                 if self.metrics is not None:
                     self.metrics.replied(request, action.error is None, self.loop.time())
-                self.control.reply(request.envelope, commands.reply(request.rid, action.result, action.error))
+                if isinstance(request, commands.Part):  # one message of a chat.send_many
+                    payload = request.settle(action.result, action.error)
+                    if payload is not None:
+                        self.control.reply(request.batch.request.envelope, payload)
+                else:
+                    self.control.reply(request.envelope, commands.reply(request.rid, action.result, action.error))
             elif isinstance(action, Publish):
                 events.append((action.topic, action.event))
                 if not action.topic.startswith("chat."):
@@ -496,6 +501,12 @@ class Service:
             if self.metrics is not None:
                 self.metrics.send_received(request, now)
             actions = chat.send(request, user, session, args["id"], args["text"], now)
+        elif cmd == "chat.send_many":
+            actions = []
+            for part, message in zip(commands.batch_of(request, len(args["messages"])), args["messages"]):
+                if self.metrics is not None:
+                    self.metrics.send_received(part, now)
+                actions += chat.send(part, user, session, message["id"], message["text"], now)
         elif cmd == "chat.heartbeat":
             actions = chat.heartbeat(request, user, session, now)
         else:

@@ -285,6 +285,26 @@ def test_oversize_message_is_refused_and_the_other_lines_go_through(chats):
     assert_view(own, log, "hank")
 
 
+def test_send_many_answers_each_message_as_send_would_in_one_reply_and_a_retry_is_recorded_once(chats):
+    cluster = chats.cluster
+    a = cluster.daemons["a"]  # a follower: the batch is forwarded to the sequencer c
+    session = "mona-session-000001"
+    assert request(a, "chat.join", user="mona", session=session)["user"] == "mona"
+    messages = [{"id": "b1", "text": "one"}, {"id": "b2", "text": "x" * (MAX_MESSAGE + 1)},
+                {"id": "b 3", "text": "bad id"}, {"id": "b4", "text": "four"}]
+    results = request(a, "chat.send_many", user="mona", session=session, messages=messages)["results"]
+    assert [sorted(r) for r in results] == [["seq"], ["code", "message"], ["code", "message"], ["seq"]], results
+    assert (results[1]["code"], results[2]["code"]) == ("too_large", "bad_args")
+    assert results[0]["seq"] < results[3]["seq"]
+    again = request(a, "chat.send_many", user="mona", session=session, messages=[messages[3], messages[0]])
+    assert again["results"] == [results[3], results[0]]  # the same ids: recorded once, the same seqs
+    request(a, "chat.leave", user="mona", session=session)
+    log = agreed_log(cluster)
+    assert_recorded_once_in_order(log, "mona", ["one", "four"])
+    assert [(e["seq"], e["text"]) for e in log if e["user"] == "mona" and e["kind"] == "message"] == [
+        (results[0]["seq"], "one"), (results[3]["seq"], "four")]
+
+
 def test_dsctl_view_lists_the_chat_users(chats):
     cluster = chats.cluster
     gina, hal = chats.piped(2, "gina", "b"), chats.piped(3, "hal", "c")

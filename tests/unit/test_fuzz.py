@@ -390,7 +390,7 @@ def test_auth_a_sealed_message_opens_once_and_any_change_is_rejected(message: wi
 # =================================================================== commands: control requests
 
 CODES = {"bad_request", "unknown_command", "bad_args", "too_large"}
-DEFERRED = {"chat.join", "chat.send", "chat.leave"}  # they answer later, through the daemon
+DEFERRED = {"chat.join", "chat.send", "chat.send_many", "chat.leave"}  # they answer later, through the daemon
 
 
 class StubDaemon:
@@ -425,6 +425,9 @@ class StubDaemon:
 
 
 def good_arg(arg: commands.Arg) -> st.SearchStrategy[Any]:
+    if arg.kind is list:
+        message = st.fixed_dictionaries({"id": st.text(max_size=64), "text": st.text(max_size=80)})
+        return st.lists(message, min_size=arg.low, max_size=4) | st.lists(message, min_size=arg.high, max_size=arg.high)
     if arg.kind is int:
         return st.integers(arg.low, arg.high) | st.sampled_from([arg.low, arg.low + 1, arg.high])
     longest = min(arg.high, 80)
@@ -440,12 +443,23 @@ def bad_arg(arg: commands.Arg) -> st.SearchStrategy[Any]:
             st.sampled_from([float(arg.low), float(arg.high), None, str(arg.low), [arg.low]]),
             JSON_VALUES.filter(lambda v: type(v) is not int),
         )
+    if arg.kind is list:
+        good = {"id": "m1", "text": "hi"}
+        return st.one_of(
+            st.just([]), st.just([good] * (arg.high + 1)), JSON_VALUES.filter(lambda v: not isinstance(v, list)),
+            st.sampled_from([[{"id": "m1"}], [{"text": "hi"}], [{**good, "x": 1}], [{"id": 1, "text": "hi"}],
+                             [{"id": "i" * 65, "text": "hi"}], [good, "m2"], [[good]]]),
+        )
     too_long = st.text(min_size=arg.high + 1, max_size=arg.high + 8) if arg.high <= 1000 else st.nothing()
     return too_long | JSON_VALUES.filter(lambda v: not isinstance(v, str))
 
 
 def arg_ok(arg: commands.Arg, value: Any) -> bool:
-    """The documented bounds, independently of Arg.check."""
+    """The documented bounds, independently of the parser."""
+    if arg.kind is list:
+        return (isinstance(value, list) and arg.low <= len(value) <= arg.high and all(
+            isinstance(m, dict) and set(m) == {"id", "text"} and isinstance(m["id"], str) and len(m["id"]) <= 64
+            and isinstance(m["text"], str) and len(m["text"]) <= MAX_REQUEST for m in value))
     if arg.kind is int:
         return type(value) is int and arg.low <= value <= arg.high
     return isinstance(value, str) and arg.low <= len(value) <= arg.high
@@ -721,7 +735,7 @@ def test_a_failing_command_is_an_internal_error_reply_not_an_exception(request: 
         def _fail(self, *args: Any) -> Any:
             raise failure
 
-        view = stats = info = elect = server_key = chat_request = _fail
+        view = stats = info = elect = forget = server_key = chat_request = _fail
 
     answer = commands.handle(Broken(), payload, [b""])
     assert answer is not None
