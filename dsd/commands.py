@@ -16,6 +16,7 @@ The chat commands are documented in docs/chat-api.md.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections import Counter
@@ -148,7 +149,8 @@ class Command:
         named = _NAMED.search(error.split(" - at ")[0])
         if at is None and error.startswith("Object contains unknown field") and named:
             takes = ", ".join(arg.name for arg in self.args) or "no arguments"
-            return f"{self.name} takes {takes}; got {named.group(1)[:200]}"
+            extra = sorted(set(args) - {arg.name for arg in self.args}) if isinstance(args, dict) else [named.group(1)]
+            return f"{self.name} takes {takes}; got {', '.join(extra)[:200]}"
         if at is None and error.startswith("Object missing required field") and named:
             return f"{self.name} needs {named.group(1)}"
         arg = next((a for a in self.args if at and a.name == at.group(1)), None)
@@ -207,9 +209,13 @@ def parse_request(payload: bytes) -> tuple[Command, dict[str, Any], str | None]:
     try:
         envelope = _ENVELOPE.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as error:
-        request = _json(payload)
-        refusal = RequestError("bad_request", _envelope_error(str(error)))
-        refusal.rid = _rid_of(request)  # so a client with several requests in flight knows which one failed
+        try:
+            request = _json(payload)
+        except RequestError as refusal:
+            refusal.rid = _rid_of(_lenient(payload))  # so a client with several requests in flight knows which
+            raise
+        refusal = RequestError("bad_request", _envelope_error(str(error), request))
+        refusal.rid = _rid_of(request)
         raise refusal from None
     command = COMMANDS.get(envelope.cmd)
     try:
@@ -223,10 +229,9 @@ def parse_request(payload: bytes) -> tuple[Command, dict[str, Any], str | None]:
         raise
 
 
-def _envelope_error(error: str) -> str:
-    if error.startswith("Object contains unknown field"):
-        named = _NAMED.search(error)
-        return f"unknown request fields: {named.group(1)[:200] if named else '?'}"
+def _envelope_error(error: str, request: Any) -> str:
+    if error.startswith("Object contains unknown field") and isinstance(request, dict):
+        return f"unknown request fields: {', '.join(sorted(set(request) - {'cmd', 'args', 'rid'}))[:200]}"
     if "`$.rid`" in error:
         return f'"rid" must be a string of at most {MAX_RID} characters'
     return 'request must be an object with a string "cmd"'
@@ -238,7 +243,16 @@ def _json(data: bytes | msgspec.Raw) -> Any:
     try:
         return _ANY.decode(data)
     except (msgspec.DecodeError, RecursionError) as error:
-        raise RequestError("bad_request", f"request is not JSON: {error}") from None
+        raise RequestError("bad_request", "request is not strict JSON (UTF-8, no lone surrogates, no NaN or "
+                                          f"Infinity): {error}") from None
+
+
+def _lenient(payload: bytes) -> Any:
+    """What Python's json makes of a request that is not strict JSON, for its rid alone; None if nothing."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _rid_of(request: Any) -> str | None:

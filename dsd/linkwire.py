@@ -45,7 +45,7 @@ def decode(data: bytes) -> AnyLinkMessage:
         message = _DECODER.decode(data)
     except msgspec.ValidationError as error:
         raise LinkError(_explain(str(error))) from None
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, RecursionError) as error:  # RecursionError: skipping a deeply nested value
         raise LinkError(f"not MessagePack: {error}") from None
     check(message)
     return message

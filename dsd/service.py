@@ -268,7 +268,11 @@ class Service:
             message = linkwire.decode(data)
         except linkwire.LinkError as error:
             self.link_messages_rejected += 1
-            log.debug("rejected a link message: %s", error)
+            if self.link_messages_rejected == 1:
+                log.warning("rejected a link message (a daemon of another dsd version?): %s; said once, "
+                            "counted in dsctl stats", error)
+            else:
+                log.debug("rejected a link message: %s", error)
             return
         self._hold_chat()
         actions = self.chat.receive(message, self.loop.time())
@@ -283,7 +287,17 @@ class Service:
         if not self.chat_held:
             self.chat_held = True
             self.chat.hold()
-            self.loop.call_soon(self._release_chat)
+            self.loop.call_soon(self._release_or_stop)
+
+    def _release_or_stop(self) -> None:
+        """A failed release (the store) stops the daemon here as it does from a drain: the log's
+        writes are not where the core believes them."""
+        try:
+            self._release_chat()
+        except Exception as error:
+            log.error("the chat failed, stopping: %s", error)
+            self.exit_status = 1
+            self.stop()
 
     def _release_chat(self) -> None:
         if self.chat_held:
@@ -302,6 +316,7 @@ class Service:
     def _on_control_done(self, task: "asyncio.Task[None]") -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("a socket task failed, stopping: %s", task.exception())
+            self.exit_status = 1
             self.stop()
 
     def _on_request(self, payload: bytes, envelope: list[bytes], admin: bool) -> bytes | None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, ClassVar, Union
 
 MAGIC = b"DSD"
-VERSION = 1
+VERSION = 2  # 2: the links between daemons carry MessagePack (dsd.linkwire); a daemon of version 1 is another protocol
 HEADER = MAGIC + bytes([VERSION])
 MAX_DATAGRAM = 1400
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")

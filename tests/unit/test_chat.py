@@ -811,6 +811,40 @@ def test_a_candidate_without_a_quorum_of_its_configuration_waits_and_says_why() 
 NO_QUORUM_1_OF_3 = ("no_quorum", "this daemon's side of the network holds 1 of the chat's 3 voters")
 
 
+def test_the_quorum_answer_follows_a_new_configuration_with_the_view_unchanged() -> None:
+    """The answer is kept between proposals; a config entry alone (no view change) must renew it."""
+    c = follower()  # voters F, G, L; the view holds G and L
+    assert errors(c.join("r1", "alice", S, 0.0)) == []
+    c.receive(append(1, [config_entry(2, voters=("F", "G", "L", "M", "N"), old=("F", "G", "L"))], 1), 0.0)
+    assert errors(c.join("r2", "bob", BOB, 0.0)) == []  # 3 of 5 in the view: F, G and L
+    c.set_view("L", peers("L"), 0.0)
+    assert errors(c.join("r3", "carol", S2, 0.0)) == ["no_quorum"]  # F and L: 2 of 5
+    c.receive(append(2, [config_entry(3, voters=("F", "L"), old=None)], 1), 0.0)
+    assert errors(c.join("r4", "carol", S2, 0.0)) == []  # the same view, a smaller configuration
+
+
+def test_clients_are_told_at_once_when_the_leader_turns_out_to_be_of_another_cluster() -> None:
+    c = follower()
+    assert errors(c.join("r1", "alice", S, 0.0)) == []
+    c.receive(Refuse("L", 3, "other", "cluster"), 1.0)  # nothing else changes: the view, the configuration
+    assert errors(c.join("r2", "bob", BOB, 1.0)) == ["unavailable"]
+
+
+def test_a_commit_publishes_all_its_entries_before_its_replies() -> None:
+    """So that the service can put a commit's feed events in one message of one topic."""
+    c = sequencer()
+    c.set_view("L", peers("A"), 0.0)  # L and A are the quorum now
+    c.join("j", "alice", S, 0.0)
+    c.receive(Ack("A", 1, 2, 1, 0), 0.0)
+    c.limits = replace(c.limits, rate=1e6, burst=10**6)
+    c.presence.sessions["alice"].tokens = 100.0
+    for i in range(3):
+        c.send(f"s{i}", "alice", S, f"m{i}", "hi", 0.0)
+    out = c.receive(Ack("A", 1, 5, 2, 0), 0.0)
+    kinds = [type(a).__name__ for a in out if isinstance(a, (Publish, Reply))]
+    assert kinds == ["Publish"] * 3 + ["Reply"] * 3, kinds
+
+
 def test_a_sequencer_cut_off_from_its_quorum_refuses_joins_and_sends_at_once() -> None:
     c = sequencer()
     join_on_sequencer(c)

@@ -152,8 +152,13 @@ def test_bad_messagepack_or_utf8_is_rejected(data: bytes) -> None:
 
 
 def test_deep_nesting_is_rejected_not_a_recursion_error() -> None:
+    """Also where msgspec skips a value unread: a key of a record it drops, a key before "t"."""
+    deep = b"\x91" * 5_000 + b"\x90"
     rejected(b"\x91" * 100_000 + b"\x90")
     rejected(raw({"t": "forward", "src": "a", "term": 1, "proposals": []})[:-1] + b"\x91" * 50_000 + b"\x90")
+    record = raw({**proposal(), "zz": 0})
+    rejected(raw({"t": "forward", "src": "a", "term": 1, "proposals": []})[:-1] + b"\x91" + record[:-1] + deep)
+    rejected(b"\x85\xa2zz" + deep + raw({"t": "gather", "src": "a", "term": 1, "cluster": ""})[1:])
 
 
 @pytest.mark.parametrize("body", [[], [{"t": "gather", "src": "a", "term": 1}], "gather", 1, None, True, 1.5])

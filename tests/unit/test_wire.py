@@ -166,7 +166,7 @@ def test_decode_rejects_wrong_magic(magic: bytes) -> None:
         decode(magic + data[3:])
 
 
-@pytest.mark.parametrize("version", [0, 2, 0x7B, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 0x7B, 255])  # 1: links in JSON
 def test_decode_rejects_wrong_version(version: int) -> None:
     data = encode(SAMPLES[0])
     with pytest.raises(WireError, match="version"):
