@@ -64,12 +64,16 @@ def _explain(error: str) -> str:
 
 
 def check(message: AnyLinkMessage) -> None:
-    """What the field types cannot say: config entries (only they) have no user and a
-    configuration as text, text fits MAX_TEXT_BYTES in UTF-8, a result has a seq or a code
-    and a message, a snapshot part lies within its table."""
+    """What the field types cannot say: entries are one run of seqs (an APPEND's from prev + 1),
+    config entries (only they) have no user and a configuration as text, text fits
+    MAX_TEXT_BYTES in UTF-8, a result has a seq or a code and a message, a snapshot part lies
+    within its table."""
     kind = type_of(message)
     if isinstance(message, (Append, Entries)):
         _check_entries(kind, "entries", message.entries)
+        first = message.prev + 1 if isinstance(message, Append) else message.entries[0]["seq"] if message.entries else 0
+        if any(entry["seq"] != seq for seq, entry in enumerate(message.entries, first)):
+            raise LinkError(f"{kind}: bad entries: not one run of seqs" + (" after prev" if kind == "append" else ""))
     elif isinstance(message, Forward):
         for proposal in message.proposals:
             if not proposal["user"] or not proposal["session"] or _too_long(proposal["text"]):

@@ -60,7 +60,7 @@ EXTREMES = [
     Forward(LONG, MAX_INT, []),
     Forward("a", 0, [proposal(id=f"m{i}") for i in range(MAX_BATCH)]),
     Result("a", MAX_INT, [{"user": "u" * 32, "id": "i" * 64, "code": "c" * 256, "message": "m" * 256}]),
-    Append(LONG, MAX_INT, "c" * 64, MAX_INT, MAX_INT, [BIG_ENTRY], MAX_INT),
+    Append(LONG, MAX_INT, "c" * 64, MAX_INT - 1, MAX_INT, [BIG_ENTRY], MAX_INT),
     Append("a", 0, "", 0, 0, [], 0),
     Ack(LONG, MAX_INT, MAX_INT, MAX_INT, MAX_INT),
     Gather("a.b-c_D9", 0, ""),
@@ -210,9 +210,10 @@ def test_counts_must_be_ints_from_0_to_2_63_minus_1(cls: type, name: str, value:
 
 @pytest.mark.parametrize("cls,name", COUNT_FIELDS, ids=lambda x: x if isinstance(x, str) else x.__name__)
 def test_counts_accept_both_limits(cls: type, name: str) -> None:
-    # A snapshot part with no users and total MAX_INT lets each count alone take either limit.
+    # A snapshot part with no users and total MAX_INT, an APPEND with no entries, let each count
+    # alone take either limit.
     body = body_of(Snapshot("h2", 4, 900, 3, 0, MAX_INT, [], None, "", 0, MAX_INT) if cls is Snapshot
-                   else sample_of(cls))
+                   else Append("h2", 3, "c1a2", 6, 2, [], 6) if cls is Append else sample_of(cls))
     for value in (0, MAX_INT):
         assert getattr(decode(raw({**body, name: value})), name) == value
 
@@ -307,15 +308,31 @@ def test_an_entry_is_not_a_proposal_and_back() -> None:
 @pytest.mark.parametrize("name,record", [("entries", entry()), ("proposals", proposal())])
 def test_batch_size_limit_is_exact(name: str, record: dict[str, Any]) -> None:
     kind = "entries" if name == "entries" else "forward"
-    full = {"t": kind, "src": "a", "term": 1, name: [record] * MAX_BATCH}
+    run = [dict(record, seq=seq) if name == "entries" else record for seq in range(1, MAX_BATCH + 2)]
+    full = {"t": kind, "src": "a", "term": 1, name: run[:MAX_BATCH]}
     assert len(getattr(decode(raw(full)), name)) == MAX_BATCH
-    assert f"bad {name}" in str(rejected(raw({**full, name: [record] * (MAX_BATCH + 1)})))
+    assert f"bad {name}" in str(rejected(raw({**full, name: run})))
+
+
+@pytest.mark.parametrize("seqs", [[8], [7, 9], [7, 7], [7, 8, 10], [6, 7]])
+def test_an_append_whose_entries_are_not_one_run_after_prev_is_rejected(seqs: list[int]) -> None:
+    """The core would store them where other seqs are due (it raised, and the daemon stopped)."""
+    assert decode(encode(Append("h2", 3, "c1a2", 6, 2, [entry(seq=7), entry(seq=8)], 6))).prev == 6
+    body = {**body_of(SAMPLES[2]), "prev": 6, "entries": [entry(seq=seq, id=f"m{seq}") for seq in seqs]}
+    assert "not one run" in str(rejected(raw(body)))
+
+
+def test_entries_of_a_fetch_answer_are_one_run() -> None:
+    assert decode(entries_body(entry(seq=5), entry(seq=6))).entries[1]["seq"] == 6
+    assert "not one run" in str(rejected(entries_body(entry(seq=5), entry(seq=7))))
+    assert "not one run" in str(rejected(entries_body(entry(seq=5), entry(seq=5))))
 
 
 def test_append_entries_limit_is_the_same() -> None:
     body = body_of(SAMPLES[2])
-    assert len(decode(raw({**body, "entries": [entry()] * MAX_BATCH})).entries) == MAX_BATCH
-    rejected(raw({**body, "entries": [entry()] * (MAX_BATCH + 1)}))
+    run = [entry(seq=body["prev"] + 1 + i) for i in range(MAX_BATCH + 1)]
+    assert len(decode(raw({**body, "entries": run[:MAX_BATCH]})).entries) == MAX_BATCH
+    rejected(raw({**body, "entries": run}))
 
 
 @pytest.mark.parametrize("name", ["entries", "proposals", "results", "users"])
@@ -397,13 +414,14 @@ def test_results_batch_limit() -> None:
 
 
 def test_message_size_limit_is_exact() -> None:
-    body = {"t": "entries", "src": "a", "term": 1, "entries": [entry(text="x" * 60_000)] * 69 + [entry(text="")]}
+    body = {"t": "entries", "src": "a", "term": 1,
+            "entries": [entry(seq=seq, text="x" * 60_000) for seq in range(1, 70)] + [entry(seq=70, text="")]}
     deficit = MAX_LINK_MESSAGE - len(raw(body))
-    body["entries"][-1] = entry(text="x" * (deficit - 2))  # a str16 header is 2 bytes longer than fixstr's
+    body["entries"][-1] = entry(seq=70, text="x" * (deficit - 2))  # a str16 header is 2 bytes longer than fixstr's
     data = raw(body)
     assert len(data) == MAX_LINK_MESSAGE
     assert len(decode(data).entries) == 70
-    body["entries"][-1] = entry(text="x" * (deficit - 1))
+    body["entries"][-1] = entry(seq=70, text="x" * (deficit - 1))
     assert "exceeds" in str(rejected(raw(body)))
 
 
