@@ -58,10 +58,7 @@ KINDS = ("message", "join", "leave", "timeout", "config")
 PRESENCE_KINDS = ("join", "leave", "timeout")
 
 
-class Proposal(TypedDict):
-    """An entry before sequencing."""
-
-    kind: ProposalKind
+class _Record(TypedDict):
     user: User
     text: Text
     id: EntryId  # type: ignore[valid-type]
@@ -69,17 +66,18 @@ class Proposal(TypedDict):
     session: Session  # type: ignore[valid-type]
 
 
-class Entry(TypedDict):
+class Proposal(_Record):
+    """An entry before sequencing."""
+
+    kind: ProposalKind
+
+
+class Entry(_Record):
     """A sequenced log entry. A config entry has user and session "" and the configuration's JSON as text."""
 
     seq: Count
     term: Count
     kind: Kind
-    user: User
-    text: Text
-    id: EntryId  # type: ignore[valid-type]
-    server: Name  # type: ignore[valid-type]
-    session: Session  # type: ignore[valid-type]
     time: Time
 
 
@@ -99,8 +97,8 @@ class Outcome(_Proposed, total=False):
 TrimmedId = tuple[UserName, EntryId, Count, Time]  # type: ignore[valid-type]
 """(user, id, seq, time) of a trimmed entry, still deduplicated."""
 
-ENTRY_KEYS = tuple(Entry.__annotations__)
-PROPOSAL_KEYS = tuple(Proposal.__annotations__)
+ENTRY_KEYS = ("seq", "term", "kind", "user", "text", "id", "server", "session", "time")  # the store's column order
+PROPOSAL_KEYS = ("kind", "user", "text", "id", "server", "session")
 PUBLIC_KEYS = ("seq", "kind", "user", "text", "id", "server", "time")
 
 

@@ -17,7 +17,7 @@ from dsd.core import link_messages
 from dsd.core.chat import Chat, ChatLimits
 from dsd.core.link_messages import (
     ENTRY_KEYS, LINK_TYPES, MAX_BATCH, MAX_INT, MAX_LINK_MESSAGE, MAX_TEXT_BYTES, PROPOSAL_KEYS, Ack, Append,
-    Entries, Fetch, Forward, Gather, Refuse, Remove, Result, Snapshot, Status, type_of,
+    Entries, Entry, Fetch, Forward, Gather, Proposal, Refuse, Remove, Result, Snapshot, Status, type_of,
 )
 from dsd.linkwire import LinkError, decode, encode
 from dsd.store import MemoryStore
@@ -303,6 +303,7 @@ def test_an_entry_is_not_a_proposal_and_back() -> None:
     rejected(entries_body(proposal()))
     assert decode(forward_body(entry())).proposals == [proposal()]  # seq, term and time dropped
     assert set(ENTRY_KEYS) - set(PROPOSAL_KEYS) == {"seq", "term", "time"}
+    assert (set(ENTRY_KEYS), set(PROPOSAL_KEYS)) == (set(Entry.__annotations__), set(Proposal.__annotations__))
 
 
 @pytest.mark.parametrize("name,record", [("entries", entry()), ("proposals", proposal())])
