@@ -20,7 +20,7 @@ import msgspec
 from dsd.core.chat import config as configs
 from dsd.core.link_messages import (
     MAX_LINK_MESSAGE, MAX_TEXT_BYTES, AnyLinkMessage, Append, Entries, Entry,
-    Forward, LinkMessage, Result, Snapshot, type_of,
+    Forward, LinkMessage, Result, Snapshot,
 )
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -68,7 +68,7 @@ def check(message: AnyLinkMessage) -> None:
     config entries (only they) have no user and a configuration as text, text fits
     MAX_TEXT_BYTES in UTF-8, a result has a seq or a code and a message, a snapshot part lies
     within its table."""
-    kind = type_of(message)
+    kind = message.type_name()
     if isinstance(message, (Append, Entries)):
         _check_entries(kind, "entries", message.entries)
         first = message.prev + 1 if isinstance(message, Append) else message.entries[0]["seq"] if message.entries else 0

@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, TypedDict, Union
 
-from msgspec import Meta, Struct
+from msgspec import Meta
+
+from dsd.core.tagged import Tagged
 
 MAX_INT = 2**63 - 1
 MAX_BATCH = 512  # entries or proposals in one message
@@ -102,8 +104,8 @@ PROPOSAL_KEYS = ("kind", "user", "text", "id", "server", "session")
 PUBLIC_KEYS = ("seq", "kind", "user", "text", "id", "server", "time")
 
 
-class LinkMessage(Struct, frozen=True, forbid_unknown_fields=True, tag_field="t", tag=str.lower):
-    """A link message; its type travels as ``t``, the class name in lower case."""
+class LinkMessage(Tagged, frozen=True):
+    """A link message: from ``src``, in its chat epoch ``term``."""
 
     src: Name  # type: ignore[valid-type]
     term: Count
@@ -206,14 +208,8 @@ class Snapshot(LinkMessage, frozen=True):
 
 AnyLinkMessage = Union[Forward, Result, Append, Ack, Gather, Status, Refuse, Remove, Fetch, Entries, Snapshot]
 LINK_TYPES: dict[str, type[LinkMessage]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (Forward, Result, Append, Ack, Gather, Status, Refuse, Remove, Fetch, Entries, Snapshot)
+    cls.type_name(): cls for cls in (Forward, Result, Append, Ack, Gather, Status, Refuse, Remove, Fetch, Entries, Snapshot)
 }
-
-
-def type_of(message: LinkMessage) -> str:
-    """The message's type as it travels (``t``)."""
-    return type(message).__struct_config__.tag  # type: ignore[return-value]
 
 
 def utf8_size(text: str) -> int | None:

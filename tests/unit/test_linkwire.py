@@ -17,7 +17,7 @@ from dsd.core import link_messages
 from dsd.core.chat import Chat, ChatLimits
 from dsd.core.link_messages import (
     ENTRY_KEYS, LINK_TYPES, MAX_BATCH, MAX_INT, MAX_LINK_MESSAGE, MAX_TEXT_BYTES, PROPOSAL_KEYS, Ack, Append,
-    Entries, Entry, Fetch, Forward, Gather, Proposal, Refuse, Remove, Result, Snapshot, Status, type_of,
+    Entries, Entry, Fetch, Forward, Gather, Proposal, Refuse, Remove, Result, Snapshot, Status,
 )
 from dsd.linkwire import LinkError, decode, encode
 from dsd.store import MemoryStore
@@ -104,7 +104,7 @@ def rejected(data: bytes) -> LinkError:
 
 def test_every_message_type_is_sampled_and_registered() -> None:
     assert {type(m) for m in SAMPLES} == set(LINK_TYPES.values())
-    assert {type_of(m) for m in SAMPLES} == set(LINK_TYPES)
+    assert {m.type_name() for m in SAMPLES} == set(LINK_TYPES)
     assert set(LINK_TYPES) == {
         "forward", "result", "append", "ack", "gather", "status", "refuse", "remove", "fetch", "entries",
         "snapshot",
