@@ -191,6 +191,7 @@ class Event:
     topic: str
     time: float     # wall clock at the publishing daemon (same machine: clocks agree)
     body: dict[str, Any]
+    arrival: float  # wall clock when this process read it
 
 
 def subscriber(context: zmq.Context, endpoint: str, prefix: bytes = b"", hwm: int = 100000) -> zmq.Socket:
@@ -251,6 +252,7 @@ class Feeds:
         count = 0
         ready = dict(self._poller.poll(int(timeout * 1000)))
         while ready:
+            now = time.time()
             for socket in ready:
                 while True:
                     try:
@@ -259,7 +261,7 @@ class Feeds:
                         break
                     body = json.loads(payload)
                     self.events.append(Event(body.get("node", "?"), body.get("topic", "?"),
-                                             float(body.get("time", 0.0)), body))
+                                             float(body.get("time", 0.0)), body, now))
                     count += 1
             ready = dict(self._poller.poll(0))
         return count
@@ -302,9 +304,9 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def ms1(seconds: float) -> str:
-    """Milliseconds with one decimal, for small figures."""
-    return f"{seconds * 1000:.1f} ms"
+def ms1(seconds: float, decimals: int = 1) -> str:
+    """Milliseconds with one decimal (or `decimals`), for small figures."""
+    return f"{seconds * 1000:.{decimals}f} ms"
 
 
 def met(ok: bool) -> str:
