@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import BenchError
+
 ROOT = Path(__file__).resolve().parent.parent
 WARM = 1.0          # s of appends before the counted window
 NODE_LIMIT = 120.0  # s: every node exits by itself after this
@@ -72,7 +74,7 @@ def race(seconds: float, window: int = 1000, size: int = 64) -> RaftRate:
                     return RaftRate(**json.loads(line))
             if all(n.poll() is not None for n in nodes):
                 break
-        raise RuntimeError("no PySyncObj node reported a committed rate")
+        raise BenchError("no PySyncObj node reported a committed rate")
     finally:
         if nodes:
             try:
