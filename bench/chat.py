@@ -59,8 +59,8 @@ import zmq
 
 from bench import charts, profiling, raft_peer
 from bench.common import (
-    DEFAULT_TIMING, BenchError, Feeds, add_daemon, base_parser, before_run, code_version, feed_endpoint, median, met, ms1,
-    private_cluster, proc_cpu_seconds, progress, python_pid, run_main, subscriber, system_cpu_busy, table,
+    DEFAULT_TIMING, BenchError, Feeds, add_daemon, base_parser, before_run, code_version, feed_endpoint, median,
+    met, ms1, private_cluster, proc_cpu_seconds, progress, python_pid, run_main, subscriber, system_cpu_busy, table,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -829,7 +829,8 @@ def goals(r: Results) -> list[str]:
     if r.peer:
         rows.append([f"… against PySyncObj ({r.peer.rate:,.0f} committed appends/s at its leader: 3 nodes on "
                      f"127.0.0.1, window {PEER_WINDOW}, {TEXT_LEN}-byte messages, {r.peer.seconds:g} s)",
-                     f"{delivered / r.peer.rate:.2f}×", f"≥ {PEER_GOAL:g}×", met(delivered >= PEER_GOAL * r.peer.rate)])
+                     f"{delivered / r.peer.rate:.2f}×", f"≥ {PEER_GOAL:g}×",
+                     met(delivered >= PEER_GOAL * r.peer.rate)])
     rows += [[f"send on h1 → delivered on n2's feed at {OFFERED:,.0f} msg/s: p50", ms1(p50, 2), "≤ 1 ms",
               met(p50 <= P50_GOAL)],
              ["… p99", ms1(p99, 2), "≤ 5 ms", met(p99 <= P99_GOAL)],
@@ -868,7 +869,8 @@ def rate_section(r: Results) -> list[str]:
         "— the window, not the path).",
         "",
         table(["process", "CPU over the window", "CPU µs per committed message"], [
-            *[[name, f"{100 * cpu / tp.seconds:.0f} % of a CPU", f"{cpu * per * 1e6:.0f}"] for name, cpu in tp.cpu.items()],
+            *[[name, f"{100 * cpu / tp.seconds:.0f} % of a CPU", f"{cpu * per * 1e6:.0f}"]
+              for name, cpu in tp.cpu.items()],
             ["all 3 daemons", f"{100 * daemons / tp.seconds:.0f} %", f"{daemons * per * 1e6:.0f}"],
             ["whole machine (all processes)", f"{100 * tp.busy:.0f} % of {os.cpu_count()} CPUs busy", ""]]),
         "",
@@ -1042,7 +1044,8 @@ def run(args: argparse.Namespace) -> str:
 def parser() -> argparse.ArgumentParser:
     p = base_parser(__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short runs (about 40 s in all)")
-    p.add_argument("--seconds", type=float, default=0, help="sustained-rate window and PySyncObj's (default 10, quick 3)")
+    p.add_argument("--seconds", type=float, default=0,
+                   help="sustained-rate window, and PySyncObj's (default 10, quick 3)")
     p.add_argument("--window", type=int, default=64, help="chat.send requests outstanding per client (default 64)")
     p.add_argument("--trials", type=int, default=0, help="failover trials (default 5, quick 2)")
     p.add_argument("--sweep", type=int, nargs="*", metavar="WINDOW",
@@ -1050,7 +1053,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-profile", action="store_true", help="skip the profiling run")
     p.add_argument("--top", type=int, default=12, help="functions and files listed per profiled daemon (default 12)")
     p.add_argument("--seed", type=int, default=1, help="seed of the random pause between failover trials")
-    p.add_argument("--chart", type=Path, default=ROOT / "bench" / "chat.svg", help="the SVG written (default %(default)s)")
+    p.add_argument("--chart", type=Path, default=ROOT / "bench" / "chat.svg",
+                   help="the SVG chart written (default bench/chat.svg)")
     return p
 
 
