@@ -1,18 +1,15 @@
 """The peer bench.chat races: PySyncObj (Raft in Python), committed appends per second at its leader.
 
-    python -m bench.raft_peer [--seconds 5] [--window 1000] [--size 64]
-
 Three PySyncObj nodes, each a child process, on 127.0.0.1 at distinct ports (each bound to
 127.0.0.1 explicitly: PySyncObj binds to 0.0.0.0 by default). The node that wins the
 election appends `size`-byte messages with `window` appends outstanding and counts those
-committed (its callback reports success) over `seconds`, after a warm-up. The three nodes
-share one process group, killed in `finally`; each node also exits by itself after
-NODE_LIMIT seconds. PySyncObj comes with the optional `bench` extra.
+committed (its callback reports success) over `seconds`, after a warm-up. Each node runs in
+a process group of its own, killed in `finally`; each also exits by itself after NODE_LIMIT
+seconds. PySyncObj comes with the optional `bench` extra.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -62,9 +59,8 @@ def race(seconds: float, window: int = 1000, size: int = 64) -> RaftRate:
     try:
         for index in range(3):
             nodes.append(subprocess.Popen(
-                [sys.executable, "-m", "bench.raft_peer", "--node", str(index), "--ports", *map(str, ports),
-                 "--seconds", str(seconds), "--window", str(window), "--size", str(size)],
-                stdout=subprocess.PIPE, cwd=ROOT, process_group=nodes[0].pid if nodes else 0))
+                [sys.executable, "-m", "bench.raft_peer", str(index), json.dumps([ports, seconds, window, size])],
+                stdout=subprocess.PIPE, cwd=ROOT, start_new_session=True))
         deadline = time.monotonic() + seconds + WARM + 30
         while time.monotonic() < deadline:
             ready, _, _ = select.select([n.stdout for n in nodes], [], [], 1.0)
@@ -76,12 +72,11 @@ def race(seconds: float, window: int = 1000, size: int = 64) -> RaftRate:
                 break
         raise BenchError("no PySyncObj node reported a committed rate")
     finally:
-        if nodes:
+        for node in nodes:
             try:
-                os.killpg(nodes[0].pid, signal.SIGKILL)
+                os.killpg(node.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for node in nodes:
             node.wait(timeout=10)
             node.stdout.close()
 
@@ -125,25 +120,5 @@ def _node(index: int, ports: list[int], seconds: float, window: int, size: int) 
           flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="counted window (default 5)")
-    parser.add_argument("--window", type=int, default=1000, help="appends outstanding (default 1000)")
-    parser.add_argument("--size", type=int, default=64, help="bytes per message (default 64)")
-    parser.add_argument("--node", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--ports", type=int, nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.node is not None:
-        _node(args.node, args.ports, args.seconds, args.window, args.size)
-        return 0
-    if not available():
-        print("PySyncObj is not installed (pip install -e '.[bench]')")
-        return 1
-    result = race(args.seconds, args.window, args.size)
-    print(f"PySyncObj, 3 nodes on 127.0.0.1: {result.rate:,.0f} committed appends/s at the leader "
-          f"(window {args.window}, {args.size}-byte messages, {args.seconds:g} s; {result.errors} failed)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # one node: python -m bench.raft_peer INDEX '[PORTS, SECONDS, WINDOW, SIZE]'
+    _node(int(sys.argv[1]), *json.loads(sys.argv[2]))
