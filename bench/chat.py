@@ -3,34 +3,26 @@
     python -m bench.chat [--quick] [--seconds 10] [--window 64] [--sweep 8 256] [--trials 5]
                          [--no-profile] [--top 12] [--chart bench/chat.svg] [--wait-quiet S]
 
-Three daemons n1, n2, n3 (priorities 101..103, so n3 leads) on private hosts h1..h3 at the
-default timings, with `[chat] rate` and `burst` raised to 1,000,000 (the defaults are a
-per-user abuse limit that would cap each benchmark client at 20 msg/s). Every client is a
-separate Python process on its host (`ip netns exec`), on its daemon's control socket and
-feed as dschat is; all share one clock, so the send time written into a message's text can
-be compared with its arrival time at any subscriber.
+Three daemons n1..n3 (n3 leads) on private hosts h1..h3 at the default timings, `[chat] rate`
+and `burst` raised to 1,000,000 (the defaults are a per-user abuse limit). Every client is a
+Python process on its host (`ip netns exec`), on its daemon's control socket and feed as dschat
+is; all share one clock, so a send time written into a message's text gives its latency.
 
-1. Baselines, before any daemon starts: raw pyzmq PUB -> SUB over tcp from h1 to h2 with
-   frames shaped like a chat entry on the feed (flood: the most messages/s the subscriber
-   takes in, nothing parsed; and the one-way latency at 1,000 msg/s); and PySyncObj, Raft in
-   Python (bench/raft_peer.py: 3 nodes on 127.0.0.1, committed appends/s at its leader,
-   window 1000, 64-byte messages) when the `bench` extra is installed.
-2. Sustained rate: one client per host pipelining `chat.send` with `--window` requests
-   outstanding (DEALER, rid-matched), each subscribed to its daemon's feed: sent, committed
-   and delivered on every feed per second, every committed message checked on every feed
-   (lost, duplicated, seq gaps), CPU of every process from /proc, `dsctl stats` deltas.
+1. Baselines, before any daemon starts: raw pyzmq PUB -> SUB, tcp h1 -> h2, frames shaped like
+   a feed entry (flood rate, nothing parsed; one-way latency at 1,000 msg/s); and PySyncObj
+   (bench/raft_peer.py, when the `bench` extra is installed).
+2. Sustained rate: a client per host pipelines `chat.send` (`--window` outstanding): sent,
+   committed, delivered on every feed per second; every committed message checked on every
+   feed (lost, duplicated, seq gaps); CPU of every process from /proc; `dsctl stats` deltas.
 3. Latency at 100 then 1,000 msg/s: a paced sender on h1 (n1, a follower, forwards to the
-   leader n3), a receiver on n2's feed: send -> delivery, split at the leader's sequencing.
-4. Failover: a client on h1 sends 200 msg/s; `kill -9` of the leader n3; the time from the
-   kill to the first message *sent after it* delivered on every survivor's feed, split at the
-   last survivor's `leader` event. n3 is restarted and takes back the lead between trials.
-5. Window sweep (`--sweep`): the sustained rate again with fewer or more outstanding.
-6. Profile (py-spy from the `bench` extra; `--no-profile` to skip): the sustained rate again,
-   the leader n3 and the follower n1 sampled (bench/profiling.py).
+   leader), a receiver on n2's feed; split at the leader's sequencing time.
+4. Failover: `kill -9` of the leader n3 while a client on h1 sends 200 msg/s; the time to the
+   first message sent after the kill on every survivor's feed, split at the new leader's event.
+5. Window sweep (`--sweep`), then a profile (`--no-profile` to skip, bench/profiling.py).
 
-The rates and latencies are drawn against the baselines in an SVG (`--chart`, bench/charts.py).
-Every daemon, worker and profiler is stopped by its pid and the namespaces deleted on the way
-out; each worker also exits by itself after WORKER_LIMIT seconds.
+The figures are drawn against the baselines in an SVG (`--chart`, bench/charts.py). Every
+process is stopped by its pid and the namespaces deleted on the way out; each worker also
+exits by itself after WORKER_LIMIT seconds.
 """
 
 from __future__ import annotations
@@ -141,6 +133,15 @@ def _rounded(values: list[float]) -> list[float]:
     return [round(x, 7) for x in values]
 
 
+def _waiting(socket: zmq.Socket) -> Iterator[list[bytes]]:
+    """The messages already queued on `socket`, without blocking."""
+    while True:
+        try:
+            yield socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
 def _wait_until(t: float) -> None:
     while time.time() < t:
         time.sleep(0.0005)
@@ -169,20 +170,10 @@ class _ChatClient:
         self.dealer.send_multipart([b"", json.dumps(payload).encode()])
 
     def replies(self) -> Iterator[dict[str, Any]]:
-        while True:
-            try:
-                frames = self.dealer.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            yield json.loads(frames[-1])
+        return (json.loads(frames[-1]) for frames in _waiting(self.dealer))
 
     def feed(self) -> Iterator[dict[str, Any]]:
-        while self.sub is not None:
-            try:
-                _topic, body = self.sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            yield json.loads(body)
+        return (json.loads(frames[-1]) for frames in (_waiting(self.sub) if self.sub is not None else ()))
 
     def call(self, cmd: str, timeout: float, **args: Any) -> dict[str, Any]:
         """One request, answered before `timeout` (feed events read meanwhile are dropped)."""
@@ -252,9 +243,9 @@ def _worker_pub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     sent = 0
     while time.time() < t_end:
         if rate:
-            due = t0 + sent / rate
-            if due > time.time():
-                time.sleep(due - time.time())
+            delay = t0 + sent / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
                 continue
             stamp = f"{time.time():.6f}".encode()
             pub.send_multipart([topic, stamp + body[len(stamp):]])
@@ -280,13 +271,8 @@ def _worker_sub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     stop = start + go["seconds"]
     count, size, latencies = 0, 0, []
     while time.time() < stop + 0.3:
-        if not sub.poll(50):
-            continue
-        while True:
-            try:
-                frames = sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        sub.poll(50)
+        for frames in _waiting(sub):
             now = time.time()
             if go.get("rate"):
                 sent = float(frames[1][:17])
@@ -450,13 +436,8 @@ def _worker_receiver(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     received = 0
     end = schedule[-1][1]
     while time.time() < end + 3.0 and not (time.time() > end + 0.5 and received >= expected):
-        if not sub.poll(100):
-            continue
-        while True:
-            try:
-                _topic, body = sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        sub.poll(100)
+        for _topic, body in _waiting(sub):
             now = time.time()
             event = json.loads(body)
             if event.get("user") != cfg["user"] or event.get("kind") != "message":
@@ -608,12 +589,9 @@ def baseline(cluster, logdir: Path, seconds: float) -> Baseline:
 
 
 def start_chat_cluster(cluster) -> list:
-    daemons = []
-    for i in range(1, 4):
-        daemon = add_daemon(cluster, f"n{i}", 100 + i, start=False)
-        daemon.configure(chat=dict(CHAT_LIMITS))
-        daemons.append(daemon)
+    daemons = [add_daemon(cluster, f"n{i}", 100 + i, start=False) for i in range(1, 4)]
     for daemon in daemons:
+        daemon.configure(chat=dict(CHAT_LIMITS))
         daemon.start()
     cluster.wait_agreed("n3", timeout=20)
     return daemons
@@ -787,16 +765,31 @@ def failover(cluster, daemons, logdir: Path, trials: int, seed: int) -> tuple[li
     return results, sent
 
 
-def profile(cluster, daemons, logdir: Path, seconds: float, window: int,
-            py_spy: str) -> tuple[Throughput, dict[str, profiling.Samples]]:
-    """The sustained rate again, with py-spy sampling the leader and a follower for `seconds` of it."""
-    files = {name: logdir / f"{name}.speedscope.json" for name in PROFILED}
+@dataclass
+class Profile:
+    run: Throughput                                 # the sustained-rate run it watched
+    py_spy: dict[str, profiling.Samples]            # daemon -> its samples (none without py-spy)
+    perf: dict[str, Counter[str]] | None            # daemon -> CPU seconds by thread and object file
+
+
+def profile(cluster, daemons, logdir: Path, seconds: float, window: int, py_spy: str | None,
+            perf: str | None) -> Profile:
+    """The sustained rate again, py-spy sampling the leader and a follower, perf all 3 daemons."""
+    spy_files = {name: logdir / f"{name}.speedscope.json" for name in PROFILED}
+    perf_file = logdir / "daemons.perf"
+    names: dict[int, str] = {}
 
     def samplers(pids: dict[str, int]) -> list[subprocess.Popen]:
-        return [profiling.record(py_spy, pids[name], int(seconds), files[name]) for name in PROFILED]
+        names.update({pid: name for name, pid in pids.items()})
+        started = [profiling.record(py_spy, pids[name], int(seconds), spy_files[name]) for name in PROFILED
+                   if py_spy]
+        if perf:
+            started.append(profiling.perf_record(perf, list(pids.values()), int(seconds), perf_file))
+        return started
 
     run = throughput(cluster, daemons, logdir, seconds, window, tag="pr", samplers=samplers)
-    return run, {name: profiling.read(path) for name, path in files.items() if path.exists()}
+    return Profile(run, {name: profiling.read(path) for name, path in spy_files.items() if path.exists()},
+                   profiling.perf_read(perf, perf_file, names) if perf and perf_file.exists() else None)
 
 
 # ------------------------------------------------------------------- the report
@@ -811,20 +804,16 @@ class Results:
     lat_sender: dict[str, Any]
     fo: list[FailoverTrial]
     fo_sender: dict[str, Any]
-    prof: tuple[Throughput, dict[str, profiling.Samples]] | None
+    prof: Profile | None
 
     @property
     def delivered(self) -> float:
         return min(self.swept[0].delivered.values())
 
-    @property
-    def at_offered(self) -> Latency:
-        return next(one for one in self.lat if one.rate == OFFERED)
-
 
 def goals(r: Results) -> list[str]:
     tp, delivered = r.swept[0], r.delivered
-    p50, p99 = quantiles(r.at_offered.latencies)
+    p50, p99 = quantiles(next(one for one in r.lat if one.rate == OFFERED).latencies)
     rows = [[f"delivered on every feed (the slowest of 3; 3 clients × {tp.window} outstanding)",
              f"{delivered:,.0f} msg/s", f"≥ {RATE_GOAL:,.0f} msg/s", met(delivered >= RATE_GOAL)],
             [f"… against raw ZeroMQ PUB→SUB ({r.base.rate:,.0f} msg/s: tcp h1→h2, flood, "
@@ -832,7 +821,8 @@ def goals(r: Results) -> list[str]:
              f"≥ {100 * RAW_GOAL:.0f} %", met(delivered >= RAW_GOAL * r.base.rate)]]
     if r.peer:
         rows.append([f"… against PySyncObj ({r.peer.rate:,.0f} committed appends/s at its leader: 3 nodes on "
-                     f"127.0.0.1, window {PEER_WINDOW}, {TEXT_LEN}-byte messages, {r.peer.seconds:g} s)",
+                     f"127.0.0.1, window {PEER_WINDOW}, {TEXT_LEN}-byte messages, {r.peer.seconds:g} s; "
+                     f"{r.peer.errors} appends failed)",
                      f"{delivered / r.peer.rate:.2f}×", f"≥ {PEER_GOAL:g}×",
                      met(delivered >= PEER_GOAL * r.peer.rate)])
     rows += [[f"send on h1 → delivered on n2's feed at {OFFERED:,.0f} msg/s: p50", ms1(p50, 2), "≤ 1 ms",
@@ -951,17 +941,23 @@ def failover_section(r: Results) -> list[str]:
 
 def profile_section(r: Results, top: int) -> list[str]:
     if r.prof is None:
-        return ["py-spy is not installed (`pip install -e '.[bench]'`) or `--no-profile`: no profile.", ""]
-    run, samples = r.prof
-    return [
-        f"**Where the daemons' time goes** — the same load again for {run.seconds:g} s ({run.committed:,.0f} msg/s "
-        "committed), the leader n3 and the follower n1 sampled by py-spy (bench/profiling.py: busy wall-clock "
-        "samples by innermost Python frame; C code counts as its caller's). Share of busy samples · µs per "
-        "committed message:",
-        "",
-        profiling.report(samples, run.messages, top),
-        "",
-    ]
+        return ["`--no-profile`, or neither py-spy (`pip install -e '.[bench]'`) nor perf is installed: no profile.",
+                ""]
+    run = r.prof.run
+    lines = [f"**Where the daemons' time goes** — the same load again for {run.seconds:g} s ({run.committed:,.0f} "
+             "msg/s committed).", ""]
+    if r.prof.py_spy:
+        lines += ["py-spy on the leader n3 and the follower n1 (busy wall-clock samples by innermost Python frame; C "
+                  "code counts as its caller's); share of busy samples · µs per committed message:", "",
+                  profiling.report(r.prof.py_spy, run.messages, top), ""]
+    else:
+        lines += ["py-spy is not installed (`pip install -e '.[bench]'`): no Python profile.", ""]
+    if r.prof.perf:
+        lines += [f"perf on all 3 daemons (cpu-clock at {profiling.PERF_HZ} Hz): CPU time by thread and the object "
+                  "file it ran in:", "", profiling.perf_report(r.prof.perf, run.messages, top), ""]
+    else:
+        lines += ["perf is not installed: no CPU split by thread and object file.", ""]
+    return lines
 
 
 def chart(path: Path, r: Results) -> Path:
@@ -1008,7 +1004,7 @@ def run(args: argparse.Namespace) -> str:
     trials = args.trials or (2 if quick else 5)
     prof_seconds = 2.0 if quick else 4.0
     sweep = args.sweep if args.sweep is not None else ([] if quick else [8, 256])
-    py_spy = None if args.no_profile else profiling.find_py_spy()
+    py_spy, perf = (None, None) if args.no_profile else (profiling.find("py-spy"), profiling.find("perf"))
     note = before_run(args.wait_quiet)
     started = time.monotonic()
     with private_cluster(3) as cluster, tempfile.TemporaryDirectory(prefix="dsd-bench-chat-") as tmp:
@@ -1033,9 +1029,10 @@ def run(args: argparse.Namespace) -> str:
         progress(f"chat: failover under traffic, {trials} trials")
         fo, fo_sender = failover(cluster, daemons, logdir, trials, args.seed)
         prof = None
-        if py_spy:
-            progress(f"chat: profile (py-spy), {prof_seconds:g} s")
-            prof = profile(cluster, daemons, logdir, prof_seconds, args.window, py_spy)
+        if py_spy or perf:
+            tools = " + ".join(name for name, path in (("py-spy", py_spy), ("perf", perf)) if path)
+            progress(f"chat: profile ({tools}), {prof_seconds:g} s")
+            prof = profile(cluster, daemons, logdir, prof_seconds, args.window, py_spy, perf)
         elapsed = time.monotonic() - started
     results = Results(base, peer, swept, lat, lat_sender, fo, fo_sender, prof)
     if charts.available():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,16 @@ def test_the_profile_report_puts_the_daemons_side_by_side(tmp_path):
     text = profiling.report({"n3": samples, "n1": samples}, messages=1000, top=5)
     assert "n3: top functions (self time)" in text and "n1: top source files (self time)" in text
     assert "`Store.append (dsd/store.py)` 50 % · 8.0 µs" in text
+
+
+def test_the_perf_table_gives_cpu_per_message_by_thread_and_object_file():
+    split = {"n3": Counter({"python · libpython3.11.so": 0.6, "ZMQbg/IO/0 · [kernel.kallsyms]": 0.2}),
+             "n1": Counter({"python · libpython3.11.so": 0.3})}
+    text = profiling.perf_report(split, messages=10000, top=5)
+    header = text.splitlines()[0]
+    assert header.index("thread · object file") < header.index("n1: CPU µs per message") < header.index("n3:")
+    assert "| python · libpython3.11.so" in text and "30.0 (100 %)" in text and "60.0 (75 %)" in text
+    assert "all threads and objects" in text and "80.0 (100 %)" in text
 
 
 def test_the_chart_is_an_svg_that_does_not_change_when_the_figures_do_not(tmp_path):
