@@ -739,8 +739,8 @@ def failover(cluster, daemons, logdir: Path, trials: int, seed: int) -> tuple[li
             term0 = cluster.agreed("n3") or cluster.wait_agreed("n3", timeout=10)
             feeds.drain(0)
             mark = len(feeds.events)
-            t_kill = time.time()
             os.kill(python_pid(top.process), signal.SIGKILL)
+            t_kill = time.time()  # after the kill: a message stamped later cannot have reached n3
             found = feeds.wait_for(lambda: first_new_message(feeds, mark, names, t_kill, user), 15,
                                    "the first message sent after the kill on every survivor")
             leaders: dict[str, float] = {}
