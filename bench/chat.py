@@ -173,7 +173,9 @@ class _ChatClient:
         return (json.loads(frames[-1]) for frames in _waiting(self.dealer))
 
     def feed(self) -> Iterator[dict[str, Any]]:
-        return (json.loads(frames[-1]) for frames in (_waiting(self.sub) if self.sub is not None else ()))
+        """Feed events: a feed message is [topic, json, json, ...], one or more events of one topic."""
+        frames = _waiting(self.sub) if self.sub is not None else ()
+        return (json.loads(body) for _topic, *bodies in frames for body in bodies)
 
     def call(self, cmd: str, timeout: float, **args: Any) -> dict[str, Any]:
         """One request, answered before `timeout` (feed events read meanwhile are dropped)."""
@@ -437,17 +439,17 @@ def _worker_receiver(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     end = schedule[-1][1]
     while time.time() < end + 3.0 and not (time.time() > end + 0.5 and received >= expected):
         sub.poll(100)
-        for _topic, body in _waiting(sub):
+        for _topic, *bodies in _waiting(sub):
             now = time.time()
-            event = json.loads(body)
-            if event.get("user") != cfg["user"] or event.get("kind") != "message":
-                continue
-            sent = _sent_at(event.get("text", ""))
-            phase = _phase_of(schedule, sent) if sent is not None else None
-            if phase is not None:
-                latencies[phase].append(now - sent)
-                sequenced[phase].append(float(event.get("time", now)) - sent)
-                received += 1
+            for event in map(json.loads, bodies):
+                if event.get("user") != cfg["user"] or event.get("kind") != "message":
+                    continue
+                sent = _sent_at(event.get("text", ""))
+                phase = _phase_of(schedule, sent) if sent is not None else None
+                if phase is not None:
+                    latencies[phase].append(now - sent)
+                    sequenced[phase].append(float(event.get("time", now)) - sent)
+                    received += 1
     context.destroy(linger=0)
     return {"latencies": [_rounded(phase) for phase in latencies],
             "sequenced": [_rounded(phase) for phase in sequenced]}

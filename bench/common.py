@@ -256,13 +256,14 @@ class Feeds:
             for socket in ready:
                 while True:
                     try:
-                        _topic, payload = socket.recv_multipart(zmq.NOBLOCK)
+                        _topic, *payloads = socket.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    body = json.loads(payload)
-                    self.events.append(Event(body.get("node", "?"), body.get("topic", "?"),
-                                             float(body.get("time", 0.0)), body, now))
-                    count += 1
+                    for payload in payloads:
+                        body = json.loads(payload)
+                        self.events.append(Event(body.get("node", "?"), body.get("topic", "?"),
+                                                 float(body.get("time", 0.0)), body, now))
+                    count += len(payloads)
             ready = dict(self._poller.poll(0))
         return count
 

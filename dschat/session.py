@@ -70,17 +70,17 @@ def _result(raw: bytes) -> dict[str, Any]:
     raise DaemonError(str(error.get("code", "error")), str(error.get("message", "request failed")))
 
 
-def _entry(frames: list[bytes]) -> Entry | None:
-    """A feed frame `[topic, json]` as an entry; None for anything malformed."""
-    if len(frames) != 2:
-        return None
-    try:
-        entry = json.loads(frames[1])
-    except ValueError:
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("seq"), int):
-        return None
-    return entry
+def _entries(frames: list[bytes]) -> list[Entry]:
+    """A feed message `[topic, json, ...]` as its entries, leaving out anything malformed."""
+    entries = []
+    for frame in frames[1:]:
+        try:
+            entry = json.loads(frame)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("seq"), int):
+            entries.append(entry)
+    return entries
 
 
 class Link:
@@ -467,10 +467,10 @@ class Session:
     async def _read_feed(self, link: Link) -> None:
         assert link.feed is not None
         while True:
-            entry = _entry(await link.feed.recv_multipart())
-            if entry is None:
+            entries = _entries(await link.feed.recv_multipart())
+            if not entries:
                 continue
-            self._deliver(self.state.receive([entry]))
+            self._deliver(self.state.receive(entries))
             if self.state.wanted() is not None:
                 self._behind.set()
 

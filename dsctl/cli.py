@@ -163,9 +163,9 @@ def watch(client: ControlClient, as_json: bool) -> int:
     try:
         while True:
             if socket.poll(int(WATCH_CHECK * 1000), zmq.POLLIN):
-                _, body = socket.recv_multipart()
-                event = json.loads(body)
-                print(json.dumps(event) if as_json else render_event(event), flush=True)
+                for body in socket.recv_multipart()[1:]:  # [topic, event, ...]
+                    event = json.loads(body)
+                    print(json.dumps(event) if as_json else render_event(event), flush=True)
                 continue
             try:
                 client.request("ping")

@@ -16,15 +16,32 @@ The chat commands are documented in docs/chat-api.md.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable, Protocol
+
+import msgspec
 
 MAX_REQUEST = 512 * 1024  # a max_message of 64 KiB, JSON-escaped, still fits
 MAX_RID = 64
 log = logging.getLogger("dsd.control")
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """A request as it arrives; its args are decoded by the command's own type (`Command.decoder`)."""
+
+    cmd: str
+    args: msgspec.Raw = msgspec.Raw(b"{}")
+    rid: Annotated[str, msgspec.Meta(max_length=MAX_RID)] | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_ANY = msgspec.json.Decoder()
+_ENCODER = msgspec.json.Encoder()
+_FIELD = re.compile(r"`\$\.(\w+)")
+_NAMED = re.compile(r"field `(.*)`\Z")
 
 
 @dataclass(frozen=True)
@@ -77,15 +94,15 @@ class Arg:
     low: int = 0  # int: smallest value; str: shortest length
     high: int = 2**63 - 1  # int: largest value; str: longest length
 
-    def check(self, value: Any) -> None:
+    def annotation(self) -> Any:
         if self.kind is int:
-            ok = type(value) is int and self.low <= value <= self.high
-            allowed = f"an integer from {self.low} to {self.high}"
-        else:
-            ok = isinstance(value, str) and self.low <= len(value) <= self.high
-            allowed = f"a string of {self.low} to {self.high} characters"
-        if not ok:
-            raise RequestError("bad_args", f"{self.name} must be {allowed}, got {json.dumps(value)[:64]}")
+            return Annotated[int, msgspec.Meta(ge=self.low, le=self.high)]
+        return Annotated[str, msgspec.Meta(min_length=self.low, max_length=self.high)]
+
+    def allowed(self) -> str:
+        if self.kind is int:
+            return f"an integer from {self.low} to {self.high}"
+        return f"a string of {self.low} to {self.high} characters"
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,37 @@ class Command:
     run: Callable[[Daemon, Request, dict[str, Any]], "dict[str, Any] | None"]
     args: tuple[Arg, ...] = ()
     admin: bool = False  # changes the cluster's state: over TCP, only for [control] admin_keys
+    decoder: msgspec.json.Decoder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """The args' type, made from `args`: decoding checks every bound and refuses unknown names."""
+        fields_ = [(arg.name, arg.annotation()) if arg.required
+                   else (arg.name, arg.annotation() | msgspec.UnsetType, msgspec.UNSET) for arg in self.args]
+        fields_.sort(key=len)  # required ones first, as a struct needs
+        args_type = msgspec.defstruct(f"{self.name}-args", fields_, forbid_unknown_fields=True)
+        object.__setattr__(self, "decoder", msgspec.json.Decoder(args_type))
+
+    def parse_args(self, raw: msgspec.Raw) -> dict[str, Any]:
+        try:
+            decoded = self.decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as error:
+            args = _json(raw)  # msgspec stops at the first wrong type: is the rest JSON at all?
+            raise RequestError("bad_args", self._explain(str(error), args)) from None
+        return {arg.name: value for arg in self.args if (value := getattr(decoded, arg.name)) is not msgspec.UNSET}
+
+    def _explain(self, error: str, args: Any) -> str:
+        named = _NAMED.search(error)
+        if error.startswith("Object contains unknown field") and named:
+            takes = ", ".join(arg.name for arg in self.args) or "no arguments"
+            return f"{self.name} takes {takes}; got {named.group(1)[:200]}"
+        if error.startswith("Object missing required field") and named:
+            return f"{self.name} needs {named.group(1)}"
+        at = _FIELD.search(error)
+        arg = next((a for a in self.args if at and a.name == at.group(1)), None)
+        if arg is None:
+            return '"args" must be an object'
+        value = args[arg.name]
+        return f"{arg.name} must be {arg.allowed()}, got {_ENCODER.encode(value)[:64].decode(errors='replace')}"
 
 
 def _leader(daemon: Daemon, request: Request, args: dict[str, Any]) -> dict[str, Any]:
@@ -142,47 +190,46 @@ def parse_request(payload: bytes) -> tuple[Command, dict[str, Any], str | None]:
     if len(payload) > MAX_REQUEST:
         raise RequestError("too_large", f"request of {len(payload)} bytes exceeds {MAX_REQUEST}")
     try:
-        request = json.loads(payload.decode("utf-8"))
-    except (ValueError, RecursionError) as error:  # ValueError: bad UTF-8, bad JSON, a 5000-digit int
-        raise RequestError("bad_request", f"request is not JSON: {error}") from None
-    if not isinstance(request, dict):
-        raise RequestError("bad_request", 'request must be an object with a string "cmd"')
-    rid = request.get("rid")
-    if rid is not None and not (isinstance(rid, str) and len(rid) <= MAX_RID):
-        raise RequestError("bad_request", f'"rid" must be a string of at most {MAX_RID} characters')
+        envelope = _ENVELOPE.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as error:
+        request = _json(payload)
+        refusal = RequestError("bad_request", _envelope_error(str(error)))
+        refusal.rid = _rid_of(request)  # so a client with several requests in flight knows which one failed
+        raise refusal from None
+    command = COMMANDS.get(envelope.cmd)
     try:
-        command, args = _parse_command(request)
+        if command is None:
+            raise RequestError(
+                "unknown_command", f"unknown command {envelope.cmd[:64]!r}; known: {', '.join(COMMANDS)}"
+            )
+        return command, command.parse_args(envelope.args), envelope.rid
     except RequestError as error:
-        error.rid = rid  # so a client with several requests in flight knows which one failed
+        error.rid = envelope.rid
         raise
-    return command, args, rid
 
 
-def _parse_command(request: dict[str, Any]) -> tuple[Command, dict[str, Any]]:
-    if not isinstance(request.get("cmd"), str):
-        raise RequestError("bad_request", 'request must be an object with a string "cmd"')
-    unknown = set(request) - {"cmd", "args", "rid"}
-    if unknown:
-        raise RequestError("bad_request", f"unknown request fields: {', '.join(sorted(unknown))[:200]}")
-    command = COMMANDS.get(request["cmd"])
-    if command is None:
-        raise RequestError(
-            "unknown_command", f"unknown command {request['cmd'][:64]!r}; known: {', '.join(COMMANDS)}"
-        )
-    args = request.get("args", {})
-    if not isinstance(args, dict):
-        raise RequestError("bad_args", '"args" must be an object')
-    known = {arg.name: arg for arg in command.args}
-    extra = set(args) - set(known)
-    if extra:
-        takes = ", ".join(known) or "no arguments"
-        raise RequestError("bad_args", f"{command.name} takes {takes}; got {', '.join(sorted(extra))[:200]}")
-    for arg in command.args:
-        if arg.name in args:
-            arg.check(args[arg.name])
-        elif arg.required:
-            raise RequestError("bad_args", f"{command.name} needs {arg.name}")
-    return command, args
+def _envelope_error(error: str) -> str:
+    if error.startswith("Object contains unknown field"):
+        named = _NAMED.search(error)
+        return f"unknown request fields: {named.group(1)[:200] if named else '?'}"
+    if "`$.rid`" in error:
+        return f'"rid" must be a string of at most {MAX_RID} characters'
+    return 'request must be an object with a string "cmd"'
+
+
+def _json(data: bytes | msgspec.Raw) -> Any:
+    """`data` decoded as any JSON; raises bad_request if it is not strict JSON (bad UTF-8, a lone
+    surrogate, NaN, nesting beyond the stack)."""
+    try:
+        return _ANY.decode(data)
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise RequestError("bad_request", f"request is not JSON: {error}") from None
+
+
+def _rid_of(request: Any) -> str | None:
+    """The rid of a request refused as a whole, if it has a valid one."""
+    rid = request.get("rid") if isinstance(request, dict) else None
+    return rid if isinstance(rid, str) and len(rid) <= MAX_RID else None
 
 
 def reply(rid: str | None, result: dict[str, Any] | None = None, error: tuple[str, str] | None = None) -> bytes:
@@ -192,7 +239,7 @@ def reply(rid: str | None, result: dict[str, Any] | None = None, error: tuple[st
     )
     if rid is not None:
         body["rid"] = rid
-    return json.dumps(body).encode()
+    return _ENCODER.encode(body)
 
 
 def handle(daemon: Daemon, payload: bytes, envelope: list[bytes], refused: Counter[str] | None = None,

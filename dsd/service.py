@@ -25,7 +25,7 @@ from dsd.core.chat import Chat, ChatLimits
 from dsd.core.node import DISCOVERING, LEADER, Node
 from dsd.core.timing import Timing
 from dsd.curve import load_server_keys
-from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable
+from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable, runs
 from dsd.io.links import Links, peer_bind_endpoint
 from dsd.io.multicast import MulticastTransport, Transport
 from dsd.io.systemd import Notifier
@@ -92,7 +92,7 @@ class Service:
         keys = load_server_keys(control)
         self.curve = CurveServer(keys) if keys is not None else None
         self.control = ControlServer(self.context, control.endpoint, self._on_request, control.tcp_endpoint,
-                                     self.curve)
+                                     self.curve, done=self._release_chat)
         self.feed = Feed(self.context, control.feed, settings.node.name, control.tcp_feed, self.curve)
         offer = None
         if self.control.tcp_endpoint:
@@ -136,7 +136,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self._stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
-        tasks = [asyncio.ensure_future(self.control.serve()), asyncio.ensure_future(self.links.serve(self._on_link))]
+        tasks = [asyncio.ensure_future(self.control.serve()), asyncio.ensure_future(self.links.serve(self._on_link, done=self._release_chat))]
         for task in tasks:
             task.add_done_callback(self._on_control_done)
         interval = self.notifier.watchdog_interval()
@@ -271,18 +271,24 @@ class Service:
             log.debug("rejected a link message: %s", error)
             return
         self._hold_chat()
-        self._apply(self.chat.receive(message, self.loop.time()))
+        actions = self.chat.receive(message, self.loop.time())
+        if actions:  # held: see chat_request
+            self._apply(actions)
 
     def _hold_chat(self) -> None:
-        """Batch the chat's output over this event-loop turn: a burst of inputs, one flush."""
+        """Batch the chat's output over a burst of inputs: one flush for all of them.
+
+        The socket's drain releases when its wake-up's messages are handled; the loop's next
+        turn releases too, should an input come from elsewhere."""
         if not self.chat_held:
             self.chat_held = True
             self.chat.hold()
             self.loop.call_soon(self._release_chat)
 
     def _release_chat(self) -> None:
-        self.chat_held = False
-        self._apply(self.chat.release(self.loop.time()))
+        if self.chat_held:
+            self.chat_held = False
+            self._apply(self.chat.release(self.loop.time()))
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -311,7 +317,11 @@ class Service:
     def _apply(self, actions: list[Action]) -> None:
         status_changed = False
         encoded: tuple[object, bytes] = (None, b"")  # the last link message and its bytes
+        events: list[tuple[str, dict[str, Any]]] = []  # consecutive Publish actions, published together
         for action in actions:
+            if events and not isinstance(action, Publish):
+                self._publish(events)
+                events = []
             if isinstance(action, Send):
                 self.transport.send(self.sealer.seal(action.message) if self.sealer else wire.encode(action.message))
                 self.datagrams_sent += 1
@@ -327,7 +337,7 @@ class Service:
                     self.metrics.replied(request, action.error is None, self.loop.time())
                 self.control.reply(request.envelope, commands.reply(request.rid, action.result, action.error))
             elif isinstance(action, Publish):
-                self.feed.publish(action.topic, action.event)
+                events.append((action.topic, action.event))
                 if not action.topic.startswith("chat."):
                     log.debug("event %s %s", action.topic, action.event)
                     logs.peer_event(log, action.topic, action.event, self.node.term, self.node.leader)
@@ -340,9 +350,14 @@ class Service:
                 log.error("refusing to run: %s", action.reason)
                 self.exit_status = 1
                 self.stop()
+        self._publish(events)
         if status_changed:
             self._update_status()
         self._rearm()
+
+    def _publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for topic, run in runs(events):
+            self.feed.publish(topic, run)
 
     def _follow_view(self) -> None:
         """Tell the chat core about a new leader, term or set of peers, and connect the links."""
@@ -358,10 +373,13 @@ class Service:
             self._apply(self.chat.set_view(leader, view[1], self.loop.time()))
 
     def _rearm(self) -> None:
+        """Keep the timer no later than the next deadline. A timer that would fire early stays:
+        the cores' ticks act only on what is due, and the chat's deadlines move with every
+        request, so re-arming each time would cost a timer per request."""
         deadlines = [d for d in (self.node.next_deadline(), self.chat.next_deadline()) if d is not None]
         deadline = min(deadlines, default=None)
         if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
+            if deadline is None or self._timer.when() <= deadline:
                 return
             self._timer.cancel()
             self._timer = None
@@ -482,7 +500,8 @@ class Service:
             actions = chat.heartbeat(request, user, session, now)
         else:
             actions = chat.leave(request, user, session, now)
-        self._apply(actions)
+        if actions:  # held: the output (and the timer) waits for the release at the end of this turn
+            self._apply(actions)
         return None
 
 

@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol
 
+from dsd.core.link_messages import ENTRY_KEYS as FIELDS
+from dsd.core.link_messages import KINDS, PRESENCE_KINDS, Entry
+
 log = logging.getLogger("dsd.store")
 
-Entry = dict[str, Any]
 Key = tuple[str, str]  # (user, id)
 
-FIELDS = ("seq", "term", "kind", "user", "text", "id", "server", "session", "time")
-KINDS = ("message", "join", "leave", "timeout", "config")
 FILENAME = "chat.sqlite3"
 SCHEMA_VERSION = 3  # 2: the base table and the presence at the base; 3: the uncommitted log and the chat state
 APPLICATION_ID = 0x44534443  # "DSDC" in the file header: this file is a dsd chat store
@@ -613,6 +613,10 @@ class SqliteStore:
         self._last, self._last_term = last or (self._base_seq, self._base_term or 0)
         self._committed = db.execute("SELECT seq FROM commit_point").fetchone()[0]
         self._config = self._config_upto(self._last)
+        # The uncommitted presence entries, by seq: a commit applies them without a query.
+        self._uncommitted_presence = {
+            entry["seq"]: entry for entry in _entries(db.execute(_PRESENCE_BETWEEN, (self._committed, self._last)))
+        }
 
     def _config_upto(self, seq: int) -> Entry | None:
         """The latest config entry held at or before `seq`, else the base's (an indexed look-up)."""
@@ -700,7 +704,8 @@ class SqliteStore:
 
     def _commit(self, seq: int) -> None:
         """Commit up to `seq` (> committed()); inside a transaction."""
-        committing = _entries(self._db.execute(_PRESENCE_BETWEEN, (self._committed, seq)))
+        pending = self._uncommitted_presence
+        committing = [pending.pop(at) for at in [at for at in pending if at <= seq]]
         self._set_presence("presence", _presence_changes(committing))
         self._db.execute("UPDATE commit_point SET seq = ?", (seq,))
         self._committed = seq
@@ -718,6 +723,8 @@ class SqliteStore:
                 self._key_changes.update(hash((entry["user"], entry["id"])) for entry in entries)
                 self._last, self._last_term = entries[-1]["seq"], entries[-1]["term"]
                 self._config = _last_config(entries, self._config)
+                self._uncommitted_presence.update(
+                    (entry["seq"], dict(entry)) for entry in entries if entry["kind"] in PRESENCE_KINDS)
             if commit is not None and commit > self._committed:
                 self._commit(commit)
 
@@ -729,6 +736,8 @@ class SqliteStore:
             self._forget_keys(self._db.execute("SELECT user, id FROM entries WHERE seq > ?", (after,)).fetchall())
             self._db.execute("DELETE FROM entries WHERE seq > ?", (after,))
             self._last, self._last_term = after, self.term_at(after) or 0
+            for seq in [seq for seq in self._uncommitted_presence if seq > after]:
+                del self._uncommitted_presence[seq]
             if self._config is not None and self._config["seq"] > after:
                 self._config = self._config_upto(after)
 

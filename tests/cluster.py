@@ -308,10 +308,12 @@ class FeedWatcher:
     def _read(self, timeout: float) -> bool:
         if not self._socket.poll(max(0, int(timeout * 1000)), zmq.POLLIN):
             return False
-        topic, body = self._socket.recv_multipart()
-        event = json.loads(body)
-        assert event.get("topic") == topic.decode(), (topic, event)
-        self.events.append(event)
+        topic, *bodies = self._socket.recv_multipart()
+        assert bodies, topic
+        for body in bodies:
+            event = json.loads(body)
+            assert event.get("topic") == topic.decode(), (topic, event)
+            self.events.append(event)
         return True
 
     def drain(self) -> list[dict[str, Any]]:

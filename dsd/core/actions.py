@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from dsd.linkwire import LinkMessage
+from dsd.core.link_messages import LinkMessage
 from dsd.wire import Message
 
 

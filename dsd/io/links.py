@@ -129,12 +129,13 @@ class Links:
         except zmq.Again:
             self.dropped += 1
 
-    async def serve(self, on_message: Callable[[bytes], None]) -> None:
+    async def serve(self, on_message: Callable[[bytes], None], done: Callable[[], None] | None = None) -> None:
+        """Hand each incoming message to `on_message`; `done` after each batch of them (`Drain`)."""
         def receive(data: bytes) -> None:
             self.received += 1
             on_message(data)
 
-        await serve(Drain(self._inbox, receive))
+        await serve(Drain(self._inbox, receive, done=done))
 
     def close(self) -> None:
         self._disconnect(set(self._peers))

@@ -259,7 +259,7 @@ def test_wrong_number_of_frames_from_a_dealer_gets_an_error(cluster, frames, exp
         # The same DEALER, with a proper envelope, is served as usual.
         socket.send_multipart([b"", b'{"cmd": "ping"}'])
         assert socket.poll(2000, zmq.POLLIN)
-        assert socket.recv_multipart() == [b"", b'{"ok": true, "result": {"pong": true}}']
+        assert socket.recv_multipart() == [b"", b'{"ok":true,"result":{"pong":true}}']
     finally:
         socket.close(linger=0)
     assert_still_serving(cluster)

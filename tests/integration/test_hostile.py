@@ -32,6 +32,7 @@ import zmq
 from bench.chat import _ChatClient
 from dsd import auth, wire
 from dsd.commands import MAX_REQUEST
+from dsd.io.control import FEED_BATCH, FEED_EVENTS, FEED_QUEUE
 from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
 from tests.integration.test_bad_input import BAD_DATAGRAMS
@@ -342,8 +343,7 @@ def test_a_flood_of_forged_datagrams_changes_nothing_with_a_secret(secured):
 # ------------------------------------------------------------------ 2. stuck subscribers
 
 STUCK = 20
-FEED_HWM = 10_000  # dsd.io.control.Feed's SNDHWM: events queued for one subscriber
-ROUND = 12_000  # messages per round: more than FEED_HWM, so the second round finds the queues full
+ROUND = 12_000  # messages per round: more than FEED_EVENTS, so the second round finds the queues full
 TEXT = "x" * 200
 
 
@@ -374,11 +374,12 @@ def test_subscribers_that_never_read_cost_bounded_memory(cluster):
     each, then never again, while a client on a sends 2 x 12,000 messages (feed events of
     ~350 B) and reads a's feed.
 
-    ZeroMQ queues at most FEED_HWM events per subscriber and drops the rest for it, so the
-    growth of a's RSS is bounded by FEED_HWM x (20 queue slots of 2 x 64 B + one shared event)
-    ~ 30 MB, reached in the first round: the second round, with every queue full, must not
-    add more than 8 MiB (an unbounded queue would add as much again). The reading client gets
-    every message. Quiet machine: +30-34 MB in round one, under +0.1 MB in round two.
+    ZeroMQ queues at most FEED_QUEUE messages of at most FEED_BATCH events per subscriber
+    and drops the rest for it, so the growth of a's RSS is bounded by FEED_QUEUE x (20 queue
+    slots of FEED_BATCH + 1 frames of 64 B) + FEED_EVENTS shared events ~ 30 MB, reached in
+    the first round (12,000 messages make at least 1,500 feed messages): the second round,
+    with every queue full, must not add more than 8 MiB (an unbounded queue would add as much
+    again). The reading client gets every message.
     """
     a = cluster.daemons["a"]
     before = state(cluster)
@@ -411,7 +412,7 @@ def test_subscribers_that_never_read_cost_bounded_memory(cluster):
         stuck.finish()
     growth = [memory[1] - memory[0], memory[2] - memory[1]]
     print(f"\nstuck subscribers: RSS {memory}, growth per round {growth}")
-    assert growth[0] < FEED_HWM * (STUCK * 128 + 2 * 400) + 16 * MiB, growth
+    assert growth[0] < FEED_QUEUE * STUCK * (FEED_BATCH + 1) * 64 + FEED_EVENTS * 2 * 400 + 16 * MiB, growth
     assert growth[1] < 8 * MiB, growth
     assert state(cluster) == before
 
@@ -560,7 +561,7 @@ def test_a_request_over_the_socket_limit_drops_only_its_connection(cluster):
         assert a.request("ping", timeout=2) == {"pong": True}
         dealer.send_multipart([b"", b'{"cmd": "ping"}'])  # ZeroMQ reconnects by itself
         assert dealer.poll(10000, zmq.POLLIN), "the sender's socket never got through again"
-        assert dealer.recv_multipart() == [b"", b'{"ok": true, "result": {"pong": true}}']
+        assert dealer.recv_multipart() == [b"", b'{"ok":true,"result":{"pong":true}}']
     finally:
         dealer.close(linger=0)
     after = stats(a)

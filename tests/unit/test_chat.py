@@ -24,8 +24,8 @@ from dsd.core.chat import ACTIVE, CATCHING_UP, FETCHING, FOLLOWING, GATHERING, V
 from dsd.core.chat import core as chat_core
 from dsd.core.chat import sequencer as chat_sequencer
 from dsd.core.chat.config import Config, parse
-from dsd.linkwire import (
-    MAX_LINK_MESSAGE, PUBLIC_KEYS, Ack, Append, Entries, Fetch, Forward, Gather, Refuse, Remove, Result, Snapshot,
+from dsd.core.link_messages import (
+    MAX_BATCH, MAX_LINK_MESSAGE, PUBLIC_KEYS, Ack, Append, Entries, Fetch, Forward, Gather, Refuse, Remove, Result, Snapshot,
     Status,
 )
 from dsd.store import Base, ChatState, MemoryStore
@@ -671,6 +671,17 @@ def test_a_follower_commits_on_arrival_when_it_and_the_sequencer_are_a_quorum() 
     out = c.receive(append(1, [join_entry(2), entry(3)], 1), 0.0)
     assert c.commit == 3 and [e["seq"] for e in published(out)] == [2, 3]
     assert transmits(out) == [("L", Ack("F", 1, 3, 3, 0))]
+
+
+def test_the_sequencer_tells_its_commit_point_only_to_followers_that_have_not_committed_it() -> None:
+    """With 3 voters a follower commits on arrival and says so in its ACK: no commit-only APPEND
+    follows for it (a round trip per message saved); one whose ACK is behind is told."""
+    c = sequencer()
+    c.join("r", "alice", S, 0.0)
+    out = c.receive(Ack("A", 1, 2, 2, 0), 0.0)  # A committed 2 on arrival (it and L are a quorum)
+    assert c.commit == 2 and replies(out) == [Reply("r", joined(2, "L"))]
+    assert [(to, m.entries, m.commit) for to, m in transmits(out, Append)] == [("B", [], 2)]
+    assert transmits(c.receive(Ack("B", 1, 2, 2, 0), 0.0)) == []
 
 
 def test_a_follower_of_five_voters_waits_for_the_sequencers_commit_point() -> None:
@@ -1369,10 +1380,10 @@ def test_forwards_are_batched_by_max_batch() -> None:
     c.limits = replace(c.limits, rate=1e6)
     c.presence.burst = 10**6
     c.sessions["alice"].tokens = 10**6
-    for i in range(linkwire.MAX_BATCH + 1):
+    for i in range(MAX_BATCH + 1):
         c.send(f"r{i}", "alice", S, f"m{i}", "hi", 0.0)
     resent = [a for t, a in advance(c, 0.0, 0.25) if t == 0.25]
-    assert [len(m.proposals) for _, m in transmits(resent, Forward)] == [linkwire.MAX_BATCH, 1]
+    assert [len(m.proposals) for _, m in transmits(resent, Forward)] == [MAX_BATCH, 1]
 
 
 # ------------------------------------------------------------------ client timeouts and orphans
@@ -1626,7 +1637,7 @@ def sequencer_of_a_trimmed_log() -> tuple[Chat, list[Action]]:
 def test_a_follower_behind_the_retained_history_gets_a_snapshot_then_the_entries_after_it() -> None:
     c, out = sequencer_of_a_trimmed_log()
     (new_config,) = c.log.read(22, 10)
-    ids = [list(row) for row in c.store.base().ids]  # the trimmed ids go with it, for dedupe
+    ids = list(c.store.base().ids)  # the trimmed ids go with it, for dedupe
     assert [row[2] for row in ids] == list(range(2, 13))  # every trimmed entry but the config
     assert transmits(out) == [
         ("G", Snapshot("L", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER, 0, len(ids), ids)),
@@ -1708,7 +1719,7 @@ def test_a_large_presence_table_goes_in_parts_and_a_gap_between_them_is_ignored(
 
 
 def test_snapshot_parts_of_a_large_presence_table_each_fit_in_one_link_message() -> None:
-    count = 2 * linkwire.MAX_BATCH + 1
+    count = 2 * MAX_BATCH + 1
     joins = [join_entry(i, user=f"u{i:031d}", id=f"{i:064d}", server="X" * 64, session=f"{i:064d}", text="rejoined")
              for i in range(2, count + 2)]
     store = MemoryStore(1)
@@ -1716,7 +1727,7 @@ def test_snapshot_parts_of_a_large_presence_table_each_fit_in_one_link_message()
     c = make("L", store)
     c.set_view("L", peers("G"), 0.0)
     parts = [m for _, m in transmits(c.receive(Status("G", 1, "", 0, 0, 0), 0.0), Snapshot)]
-    assert [len(p.users) for p in parts] == [linkwire.MAX_BATCH, linkwire.MAX_BATCH, 1]
+    assert [len(p.users) for p in parts] == [MAX_BATCH, MAX_BATCH, 1]
     assert all(len(linkwire.encode(p)) <= MAX_LINK_MESSAGE for p in parts)
 
 
@@ -1724,7 +1735,7 @@ def test_a_fetch_reaching_before_the_history_is_answered_with_a_snapshot_first()
     c = make("F", trimmed_store())
     c.set_view("M", peers("M"), 0.0)
     c.receive(Gather("M", 2, CLUSTER), 0.0)
-    ids = [list(row) for row in c.store.base().ids]
+    ids = list(c.store.base().ids)
     assert transmits(c.receive(Fetch("M", 2, 3), 0.0)) == [
         ("M", Snapshot("F", 2, 12, 1, 0, 2, [ALICE_ON_L, BOB_ON_X], GL_CONFIG, CLUSTER, 0, len(ids), ids)),
         ("M", Entries("F", 2, retained(13, 22)))]
@@ -1770,11 +1781,11 @@ def test_a_follower_older_than_a_history_with_no_known_base_is_reported_once() -
 def test_a_catch_up_append_fits_in_one_link_message() -> None:
     store = MemoryStore(10_000)
     text = "é" * 2048  # 4096 bytes of UTF-8: the default max_message
-    store.append([GL_CONFIG] + [entry(i, id=f"m{i}", text=text) for i in range(2, linkwire.MAX_BATCH + 2)], commit=1)
+    store.append([GL_CONFIG] + [entry(i, id=f"m{i}", text=text) for i in range(2, MAX_BATCH + 2)], commit=1)
     c = make("L", store, ChatLimits())
     c.set_view("L", peers("G"), 0.0)
     appends = [m for _, m in transmits(c.receive(Status("G", 1, "", 0, 0, 0), 0.0), Append)]
-    assert sum(len(m.entries) for m in appends) == linkwire.MAX_BATCH + 2  # and both config entries
+    assert sum(len(m.entries) for m in appends) == MAX_BATCH + 2  # and both config entries
     assert all(len(linkwire.encode(m)) <= MAX_LINK_MESSAGE for m in appends)
 
 

@@ -73,3 +73,38 @@ def test_a_handler_that_raises_ends_serve_with_its_error(tmp_path: Path) -> None
 
     with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(main())
+
+
+def test_done_follows_each_wake_ups_messages_and_no_message_waits_after_the_last_done(tmp_path: Path) -> None:
+    """The daemon ends its batch of chat inputs in `done`: every message handled must be
+    followed by a `done`, and a flood is cut into batches of at most YIELD_EVERY."""
+    async def main() -> list[str]:
+        context = zmq.Context()
+        calls: list[str] = []
+
+        def handle(payload: bytes, envelope: list[bytes], admin: bool) -> bytes | None:
+            calls.append("handle")
+            return b"ok"
+
+        server = ControlServer(context, f"ipc://{tmp_path}/ctl", handle, done=lambda: calls.append("done"))
+        task = asyncio.ensure_future(server.serve())
+        client_context = zmq.asyncio.Context()
+        client = client_context.socket(zmq.DEALER)
+        client.connect(server.endpoint)
+        try:
+            for i in range(COUNT):
+                await client.send_multipart([b"", str(i).encode()])
+            for _ in range(COUNT):
+                await asyncio.wait_for(client.recv_multipart(), 10)
+            return calls
+        finally:
+            client.close(linger=0)
+            client_context.term()
+            await cancel(task)
+            server.close()
+            context.term()
+
+    calls = asyncio.run(main())
+    assert calls.count("handle") == COUNT and calls[-1] == "done"
+    batches = "".join("h" if call == "handle" else "d" for call in calls).split("d")
+    assert max(len(batch) for batch in batches) <= YIELD_EVERY

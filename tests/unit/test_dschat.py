@@ -18,6 +18,7 @@ import pytest
 
 from dschat import render
 from dschat.cli import Action, main, parse_input
+from dschat.session import _entries
 from dschat.session import feed_address
 from dschat.state import ChatState
 from tests.cluster import wait_until
@@ -674,3 +675,9 @@ def test_interactive_in_a_terminal(chat):
         os.close(master)
     assert chat.messages() == ["earlier", "hello", "while alice types"]
     assert chat.entries()[-1]["kind"] == "leave"
+
+
+def test_a_feed_message_of_several_entries_gives_each_and_skips_the_malformed() -> None:
+    good = [json.dumps(entry(seq)).encode() for seq in (7, 8)]
+    assert _entries([b"chat.message", good[0], b"{not json", b'{"seq": "9"}', b"[]", good[1]]) == [entry(7), entry(8)]
+    assert _entries([b"chat.message"]) == []

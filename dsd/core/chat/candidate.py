@@ -16,7 +16,7 @@ from dsd.core.actions import Action, Log, Transmit
 from dsd.core.chat.config import Config
 from dsd.core.chat.roles import ACTIVE, FETCHING, FOLLOWING, GATHERING
 from dsd.core.chat.sequencer import FollowerState
-from dsd.linkwire import Entries, Entry, Fetch, Gather, Status
+from dsd.core.link_messages import Entries, Entry, Fetch, Gather, Status
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dsd.core.chat.proposer import Key, Proposer, Waiter
 from dsd.core.chat.roles import ACTIVE, CATCHING_UP, FETCHING, FOLLOWING, GATHERING, OTHER_CLUSTER, VOTER
 from dsd.core.chat.sequencer import FollowerState, Sequencer
 from dsd.core.chat.voter import Voter
-from dsd.linkwire import (
+from dsd.core.link_messages import (
     ID_PATTERN, MAX_BATCH, PUBLIC_KEYS, SESSION_PATTERN, USER_PATTERN, Ack, Append, Entries, Entry, Fetch,
     Forward, Gather, LinkMessage, Proposal, Refuse, Remove, Result, Snapshot, Status, fitting, utf8_size,
 )
@@ -119,6 +119,7 @@ class Chat(Candidate, Voter, Sequencer):
         self._held: list[Action] | None = None
         self._dirty = False  # sequencer: new entries, acks or a view change to act on
         self._ack_due: str | None = None  # follower: the sequencer is owed an ACK
+        self._quorum_cache: tuple[Any, ...] | None = None  # see _quorum_error
 
     # ------------------------------------------------------------ read-only views
 
@@ -238,37 +239,55 @@ class Chat(Candidate, Voter, Sequencer):
 
 
     def _quorum_error(self) -> tuple[str, str] | None:
-        """no_quorum when this daemon's side of the network holds no quorum of the voters."""
-        config = self.log.config
+        """no_quorum when this daemon's side of the network holds no quorum of the voters.
+
+        Asked for every proposal, it changes only with the configuration, the view and the
+        foreign daemons: the answer is kept until one of them changes."""
+        config, foreign = self.log.config, self.leader in self.foreign
+        cached = self._quorum_cache
+        if (cached is not None and cached[0] is config and cached[1] is self.peers and cached[2] is self.leader
+                and cached[3] is foreign):
+            return cached[4]
         live = set(self.peers) | {self.name}
+        error: tuple[str, str] | None = None
         if self.leader in self.foreign:
-            return "unavailable", (f"the leader {self.leader} belongs to another chat cluster: this daemon's "
-                                   "cluster has no sequencer (see README, two chat clusters)")
-        if config is None or config.is_quorum(live):
-            return None
-        return "no_quorum", config.shortfall(live)
+            error = "unavailable", (f"the leader {self.leader} belongs to another chat cluster: this daemon's "
+                                    "cluster has no sequencer (see README, two chat clusters)")
+        elif config is not None and not config.is_quorum(live):
+            error = "no_quorum", config.shortfall(live)
+        self._quorum_cache = (config, self.peers, self.leader, foreign, error)
+        return error
 
     # ----------------------------------------------------------------- commit
 
     def _commit_to(self, seq: int, now: float, out: list[Action]) -> None:
-        """Publish and act on the entries up to `seq` (stored at the end of the input)."""
+        """Publish and act on the entries up to `seq` (stored at the end of the input): every
+        entry's event first, then the replies, so that the feed gets runs of one topic."""
         entries = self.log.take_committed(seq)
         if not entries:
             return
         self.counters.entries_committed += len(entries)
+        pending, waiting = self._pending, self.proposer.waiting
+        resolved: list[tuple[Key, int]] = []
         for entry in entries:
             key = (entry["user"], entry["id"])
-            self._pending.pop(key, None)
-            self.presence.committed(entry, now)
-            if entry["kind"] == "config":
+            pending.pop(key, None)
+            kind = entry["kind"]
+            if kind == "message":
+                topic = "chat.message"
+            elif kind == "config":
                 config = self.log.config
                 if not self.cluster and config is not None:
                     self._adopt_cluster(config.cluster)
                 topic = "chat.config"
             else:
-                topic = "chat.message" if entry["kind"] == "message" else "chat.presence"
+                self.presence.committed(entry, now)
+                topic = "chat.presence"
             out.append(Publish(topic, public(entry)))
-            self._resolve(key, entry["seq"], out)
+            if key in waiting or key in self.proposer.outbox:
+                resolved.append((key, entry["seq"]))
+        for key, at in resolved:
+            self._resolve(key, at, out)
         self._resolve_known(out)
 
     def _resolve_known(self, out: list[Action]) -> None:

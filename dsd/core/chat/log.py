@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dsd.core.chat import config as configs
 from dsd.core.chat.config import Config
-from dsd.linkwire import Entry
+from dsd.core.link_messages import Entry
 from dsd.store import Base, Store
 
 

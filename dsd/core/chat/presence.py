@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsd.linkwire import Entry
-
-PRESENCE_KINDS = ("join", "leave", "timeout")
+from dsd.core.link_messages import PRESENCE_KINDS, Entry
 
 
 @dataclass

@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from dsd.linkwire import Proposal
+from dsd.core.link_messages import Proposal
 
 Key = tuple[str, str]  # (user, id)
 
@@ -41,7 +41,7 @@ class Proposer:
         self._deadlines: list[tuple[float, int, Key, Waiter]] = []
         self._deadline_ids = itertools.count()
         self._ids = itertools.count(1)
-        # Daemon ids hold ':', which client ids (linkwire.ID_PATTERN) cannot: the two never collide.
+        # Daemon ids hold ':', which client ids (link_messages.ID_PATTERN) cannot: the two never collide.
         self._id_prefix = f"{incarnation % 36**8:x}"
 
     def proposal(self, kind: str, user: str, session: str, text: str = "", server: str | None = None) -> Proposal:

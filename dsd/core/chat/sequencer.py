@@ -15,7 +15,7 @@ from typing import Any
 from dsd.core.actions import Action, Log, Transmit
 from dsd.core.chat.config import Config, quorum_of
 from dsd.core.chat.roles import ACTIVE, FETCHING, FOLLOWING, GATHERING
-from dsd.linkwire import MAX_BATCH, Ack, Append, Entry, Fetch, Forward, Gather, Proposal, Remove, Result, Snapshot, fitting
+from dsd.core.link_messages import MAX_BATCH, Ack, Append, Entry, Fetch, Forward, Gather, Proposal, Remove, Result, Snapshot, fitting
 from dsd.store import Base
 
 WINDOW = 4 * MAX_BATCH  # entries in flight to one follower
@@ -136,7 +136,7 @@ class Sequencer:
             follower.next += len(entries)
             follower.told = log.commit
             follower.progress = now  # resend only after resend_interval with nothing sent or acknowledged
-        if follower.told < log.commit and follower.next > log.last:
+        if max(follower.told, follower.commit) < log.commit and follower.next > log.last:  # it may have committed on its own
             out.append(Transmit(name, Append(self.name, self.epoch, cluster, log.last, log.last_term, [], log.commit)))
             follower.told = log.commit
             follower.progress = now
@@ -145,7 +145,7 @@ class Sequencer:
         """`base` as SNAPSHOT messages: the presence table and the trimmed ids in parts that
         each fit a link message (a part carries a slice of each)."""
         users = list(base.users.values())
-        ids = [list(row) for row in base.ids]
+        ids = list(base.ids)
         self.counters.snapshots_sent += 1
         parts: list[Snapshot] = []
         offset = ids_offset = 0

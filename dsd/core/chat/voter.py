@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dsd.core.actions import Action, Log, Transmit
 from dsd.core.chat.roles import FETCHING, FOLLOWING
-from dsd.linkwire import MAX_BATCH, Ack, Append, Entries, Fetch, Gather, Refuse, Snapshot, Status, fitting
+from dsd.core.link_messages import MAX_BATCH, Ack, Append, Entries, Fetch, Gather, Refuse, Snapshot, Status, fitting
 from dsd.store import Base, ChatState
 
 
