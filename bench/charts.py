@@ -7,7 +7,6 @@ did not change leaves the file unchanged.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -22,10 +21,6 @@ class Panel:
     series: dict[str, list[float]]              # legend label -> one value per category
     goals: dict[str, float] = field(default_factory=dict)  # label -> a horizontal dashed line
     log: bool = False                           # a log y axis, for figures of different orders
-
-
-def available() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
 
 
 def write(path: Path, title: str, panels: list[Panel]) -> Path:

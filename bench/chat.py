@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import itertools
 import json
 import os
 import random
@@ -51,8 +52,9 @@ import zmq
 
 from bench import charts, profiling, raft_peer
 from bench.common import (
-    DEFAULT_TIMING, BenchError, Feeds, add_daemon, base_parser, before_run, code_version, feed_endpoint, median,
-    met, ms1, private_cluster, proc_cpu_seconds, progress, python_pid, run_main, subscriber, system_cpu_busy, table,
+    DEFAULT_TIMING, BenchError, Feeds, add_daemon, base_parser, before_run, code_version, feed_endpoint, installed,
+    median, met, ms1, private_cluster, proc_cpu_seconds, progress, python_pid, run_main, subscriber, system_cpu_busy,
+    table,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,40 +82,21 @@ STAT_KEYS = ("control_requests", "link_messages_sent", "link_messages_received",
 # `python -m bench.chat --worker ROLE JSON` runs one client process (started on a private
 # host by the coordinator below). Protocol on its stdin/stdout, one JSON object a line:
 # it prints {"ready": ...} once set up, waits for {"go": T0, ...} (wall clock), prints its
-# result, and exits. It also exits at its own deadline or when stdin closes.
-
-
-class _Control:
-    """The worker's stdin: lines from the coordinator, without blocking."""
-
-    def __init__(self) -> None:
-        self.fd = sys.stdin.fileno()
-        self._buffer = b""
-        self.closed = False
-
-    def lines(self) -> list[dict[str, Any]]:
-        while select.select([self.fd], [], [], 0)[0]:
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                self.closed = True
-                break
-            self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def wait(self, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.time() + timeout
-        while time.time() < deadline and not self.closed:
-            lines = self.lines()
-            if lines:
-                return lines[0]
-            select.select([self.fd], [], [], 0.5)
-        raise SystemExit(3)
+# result, and exits. It also exits at its own deadline (an alarm).
 
 
 def _say(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+
+
+def _ready() -> dict[str, Any]:
+    """Tell the coordinator this worker is set up; its go, one JSON line on stdin (the alarm bounds the wait)."""
+    _say({"ready": True})
+    line = sys.stdin.readline()
+    if not line:
+        raise SystemExit(3)  # the coordinator is gone
+    return json.loads(line)
 
 
 def _stamp(now: float, length: int = TEXT_LEN) -> str:
@@ -154,9 +137,8 @@ class _ChatClient:
         self.user = user
         self.session = secrets.token_urlsafe(24)
         self.dealer = context.socket(zmq.DEALER)
-        self.dealer.setsockopt(zmq.LINGER, 0)
-        self.dealer.setsockopt(zmq.SNDHWM, 100000)
-        self.dealer.setsockopt(zmq.RCVHWM, 100000)
+        for option, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 100000), (zmq.RCVHWM, 100000)):
+            self.dealer.setsockopt(option, value)
         self.dealer.connect(endpoint)
         self.sub = subscriber(context, feed, b"chat.", 1000000) if feed else None
         self.poller = zmq.Poller()
@@ -230,7 +212,7 @@ class _ChatClient:
             pass
 
 
-def _worker_pub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
+def _worker_pub(cfg: dict[str, Any]) -> dict[str, Any]:
     """Publish frames shaped like feed entries: flooding, or paced with the send time in the body."""
     context = zmq.Context()
     pub = context.socket(zmq.PUB)
@@ -238,8 +220,7 @@ def _worker_pub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     pub.setsockopt(zmq.SNDHWM, 100000)
     pub.bind(cfg["bind"])
     topic, body = cfg["topic"].encode(), cfg["body"].encode()
-    _say({"ready": True})
-    go = control.wait()
+    go = _ready()
     t0, t_end, rate = go["t0"], go["t0"] + go["seconds"], go.get("rate")
     _wait_until(t0)
     sent = 0
@@ -263,12 +244,11 @@ def _worker_pub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     return {"sent": sent}
 
 
-def _worker_sub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
+def _worker_sub(cfg: dict[str, Any]) -> dict[str, Any]:
     """Count frames (flood) or take each one's latency (paced) over the window."""
     context = zmq.Context()
     sub = subscriber(context, cfg["connect"])
-    _say({"ready": True})
-    go = control.wait()
+    go = _ready()
     start = go["t0"] + go.get("warm", 0.0)
     stop = start + go["seconds"]
     count, size, latencies = 0, 0, []
@@ -287,14 +267,13 @@ def _worker_sub(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
     return {"count": count, "size": size, "latencies": _rounded(latencies)}
 
 
-def _worker_client(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
+def _worker_client(cfg: dict[str, Any]) -> dict[str, Any]:
     """Pipelined chat.send with `window` outstanding; records replies and the feed."""
     context = zmq.Context()
     client = _ChatClient(context, cfg["endpoint"], cfg["feed"], cfg["user"])
     client.join()
     client.sync()
-    _say({"ready": True})
-    go = control.wait()
+    go = _ready()
     t0, t_end, window = go["t0"], go["t0"] + go["seconds"], cfg["window"]
     users = set(cfg["users"])
     outstanding: dict[str, float] = {}
@@ -362,25 +341,23 @@ def _worker_client(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
 
 def _schedule(t0: float, phases: list[list[float]]) -> list[tuple[float, float, float]]:
     """[(start, end, rate)] of back-to-back phases [[rate, seconds], ...] from t0."""
-    out, start = [], t0
-    for rate, seconds in phases:
-        out.append((start, start + seconds, rate))
-        start += seconds
-    return out
+    starts = itertools.accumulate((seconds for _rate, seconds in phases), initial=t0)
+    return [(start, start + seconds, rate) for start, (rate, seconds) in zip(starts, phases)]
 
 
 def _phase_of(schedule: list[tuple[float, float, float]], sent: float) -> int | None:
     return next((i for i, (start, end, _rate) in enumerate(schedule) if start <= sent < end), None)
 
 
-def _worker_sender(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
-    """Paced chat.send (send time in the text): phases [[rate, seconds], ...] back to back, or until 'stop'."""
+def _worker_sender(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Paced chat.send (send time in the text): phases [[rate, seconds], ...] back to back, or until SIGUSR2."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGUSR2, lambda signum, _frame: stopping.append(signum))
     context = zmq.Context()
     client = _ChatClient(context, cfg["endpoint"], cfg.get("feed"), cfg["user"])
     client.join()
     client.sync()
-    _say({"ready": True})
-    go = control.wait()
+    go = _ready()
     schedule = _schedule(go["t0"], go["phases"])
     outstanding: dict[str, tuple[float, int]] = {}
     ack_latency: list[list[float]] = [[] for _ in schedule]
@@ -402,10 +379,8 @@ def _worker_sender(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
             pass
 
     _wait_until(schedule[0][0])
-    stopped = False
     for index, (start, end, rate) in enumerate(schedule):
-        while not stopped and (now := time.time()) < end:
-            stopped = control.closed or any(line.get("stop") for line in control.lines())
+        while not stopping and (now := time.time()) < end:
             due = start + sent[index] / rate
             if due <= now:
                 sent[index] += 1
@@ -425,12 +400,11 @@ def _worker_sender(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
             "errors": dict(errors), "unanswered": len(outstanding)}
 
 
-def _worker_receiver(cfg: dict[str, Any], control: _Control) -> dict[str, Any]:
+def _worker_receiver(cfg: dict[str, Any]) -> dict[str, Any]:
     """Subscribed to one feed: send -> arrival of `user`'s messages, by the phase they were sent in."""
     context = zmq.Context()
     sub = subscriber(context, cfg["feed"], b"chat.", 1000000)
-    _say({"ready": True})
-    go = control.wait()
+    go = _ready()
     schedule = _schedule(go["t0"], go["phases"])
     latencies: list[list[float]] = [[] for _ in schedule]
     sequenced: list[list[float]] = [[] for _ in schedule]  # send -> the leader's sequencing time
@@ -462,7 +436,7 @@ WORKERS = {"pub": _worker_pub, "sub": _worker_sub, "client": _worker_client,
 def worker_main(role: str, config: str) -> int:
     signal.alarm(int(WORKER_LIMIT))  # ends by itself whatever happens
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID: where is it stuck (stderr, the worker's log)
-    _say({"result": WORKERS[role](json.loads(config), _Control())})
+    _say({"result": WORKERS[role](json.loads(config))})
     return 0
 
 
@@ -762,7 +736,7 @@ def failover(cluster, daemons, logdir: Path, trials: int, seed: int) -> tuple[li
             back = time.time()
             feeds.wait_for(lambda: first_new_message(feeds, mark, names, back, user), 15,
                            "chat traffic again after n3 came back")
-        sender.tell({"stop": True})
+        os.kill(python_pid(sender.process), signal.SIGUSR2)
         sent = sender.expect("result", 20)
     return results, sent
 
@@ -999,13 +973,9 @@ def report(r: Results, args: argparse.Namespace, note: str, elapsed: float, char
 
 
 def run(args: argparse.Namespace) -> str:
-    quick = args.quick
-    seconds = args.seconds or (3.0 if quick else 10.0)
-    lat_seconds = 2.0 if quick else 6.0
-    base_seconds = 1.0 if quick else 3.0
-    trials = args.trials or (2 if quick else 5)
-    prof_seconds = 2.0 if quick else 4.0
-    sweep = args.sweep if args.sweep is not None else ([] if quick else [8, 256])
+    seconds, lat_seconds, base_seconds, trials, prof_seconds, sweep = \
+        (3.0, 2.0, 1.0, 2, 2.0, []) if args.quick else (10.0, 6.0, 3.0, 5, 4.0, [8, 256])
+    seconds, trials, sweep = args.seconds or seconds, args.trials or trials, sweep if args.sweep is None else args.sweep
     py_spy, perf = (None, None) if args.no_profile else (profiling.find("py-spy"), profiling.find("perf"))
     note = before_run(args.wait_quiet)
     started = time.monotonic()
@@ -1015,7 +985,7 @@ def run(args: argparse.Namespace) -> str:
         base = baseline(cluster, logdir, base_seconds)
         progress(f"  raw PUB->SUB: {base.rate:,.0f} msg/s of {base.size} bytes")
         peer = None
-        if raft_peer.available():
+        if installed("pysyncobj"):
             progress(f"chat: PySyncObj, 3 nodes on 127.0.0.1, window {PEER_WINDOW}, {seconds:g} s")
             peer = raft_peer.race(seconds, PEER_WINDOW, TEXT_LEN)
             progress(f"  PySyncObj: {peer.rate:,.0f} committed appends/s at its leader")
@@ -1037,7 +1007,7 @@ def run(args: argparse.Namespace) -> str:
             prof = profile(cluster, daemons, logdir, prof_seconds, args.window, py_spy, perf)
         elapsed = time.monotonic() - started
     results = Results(base, peer, swept, lat, lat_sender, fo, fo_sender, prof)
-    if charts.available():
+    if installed("matplotlib"):
         path = chart(args.chart, results).resolve()
         chart_line = f"Chart: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`."
     else:

@@ -10,6 +10,7 @@ every namespace deleted on the way out, on errors, Ctrl-C and SIGTERM too.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -112,6 +113,11 @@ def _children(pid: int) -> list[int]:
     except OSError:
         pass
     return found
+
+
+def installed(module: str) -> bool:
+    """Whether an optional module (the `bench` extra's) can be imported."""
+    return importlib.util.find_spec(module) is not None
 
 
 def proc_status_kb(pid: int, field: str) -> int:

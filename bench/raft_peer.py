@@ -10,7 +10,6 @@ seconds. PySyncObj comes with the optional `bench` extra.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import select
@@ -20,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,19 +37,12 @@ class RaftRate:
     seconds: float
 
 
-def available() -> bool:
-    return importlib.util.find_spec("pysyncobj") is not None
-
-
 def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
         for s in sockets:
             s.bind(("127.0.0.1", 0))
         return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def race(seconds: float, window: int = 1000, size: int = 64) -> RaftRate:
