@@ -10,6 +10,7 @@ every namespace deleted on the way out, on errors, Ctrl-C and SIGTERM too.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -114,6 +115,11 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def installed(module: str) -> bool:
+    """Whether an optional module (the `bench` extra's) can be imported."""
+    return importlib.util.find_spec(module) is not None
+
+
 def proc_status_kb(pid: int, field: str) -> int:
     """A `kB` field of /proc/PID/status (VmRSS, VmHWM...)."""
     with open(f"/proc/{pid}/status") as f:
@@ -191,6 +197,7 @@ class Event:
     topic: str
     time: float     # wall clock at the publishing daemon (same machine: clocks agree)
     body: dict[str, Any]
+    arrival: float  # wall clock when this process read it
 
 
 def subscriber(context: zmq.Context, endpoint: str, prefix: bytes = b"", hwm: int = 100000) -> zmq.Socket:
@@ -251,6 +258,7 @@ class Feeds:
         count = 0
         ready = dict(self._poller.poll(int(timeout * 1000)))
         while ready:
+            now = time.time()
             for socket in ready:
                 while True:
                     try:
@@ -260,7 +268,7 @@ class Feeds:
                     for payload in payloads:
                         body = json.loads(payload)
                         self.events.append(Event(body.get("node", "?"), body.get("topic", "?"),
-                                                 float(body.get("time", 0.0)), body))
+                                                 float(body.get("time", 0.0)), body, now))
                     count += len(payloads)
             ready = dict(self._poller.poll(0))
         return count
@@ -303,9 +311,9 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def ms1(seconds: float) -> str:
-    """Milliseconds with one decimal, for small figures."""
-    return f"{seconds * 1000:.1f} ms"
+def ms1(seconds: float, decimals: int = 1) -> str:
+    """Milliseconds with one decimal (or `decimals`), for small figures."""
+    return f"{seconds * 1000:.{decimals}f} ms"
 
 
 def met(ok: bool) -> str:

@@ -14,7 +14,6 @@ histogram_quantile does.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.chat import CHAT_LIMITS
-from bench.common import BenchError, add_daemon, base_parser, private_cluster, progress, run_main
+from bench.common import BenchError, add_daemon, base_parser, installed, private_cluster, progress, run_main
 from dsd.client import ControlClient, DaemonError, Unreachable
 from tests.processes import kill_group, spawn
 
@@ -247,7 +246,7 @@ def draw(series: dict[str, list[tuple[float, dict[str, float]]]], out: Path) -> 
 
 
 def run(args: argparse.Namespace) -> str:
-    if importlib.util.find_spec("matplotlib") is None:
+    if not installed("matplotlib"):
         raise BenchError("matplotlib is missing: pip install -e '.[bench]'")
     with private_cluster(3) as cluster:
         daemons = []
