@@ -57,6 +57,7 @@ from bench.common import (
 from bench.soak_traffic import PATIENCE, Traffic, request
 from dsd import auth, wire
 from dsd.client import DaemonError, Unreachable
+from dsd.core import datagrams
 from tests.cluster import Cluster, Daemon, wait_until
 from tests.chatclients import assert_view, chat_log
 
@@ -323,8 +324,8 @@ class Soak:
         rng = self.rng
         incarnation = rng.randrange(1, 2**62)
         claim = rng.choice([
-            wire.Coordinator(FORGER, incarnation, 10**6, FORGED_TERM),
-            wire.Heartbeat(FORGER, incarnation, 10**6, FORGED_TERM, FORGER, "leader", "tcp://10.77.0.250:1", 0),
+            datagrams.Coordinator(FORGER, incarnation, 10**6, FORGED_TERM),
+            datagrams.Heartbeat(FORGER, incarnation, 10**6, FORGED_TERM, FORGER, "leader", "tcp://10.77.0.250:1", 0),
         ])
         plain = wire.encode(claim)
         tampered = bytearray(self._cluster_sealer.seal(claim))

@@ -13,6 +13,7 @@ import random
 
 from dsd import wire
 from dsd.config import ClusterSettings
+from dsd.core import datagrams
 from dsd.io.multicast import MulticastTransport
 
 ATTEMPTS = 3
@@ -31,7 +32,7 @@ async def discover(cluster: ClusterSettings, attempts: int = ATTEMPTS, first_wai
             message = wire.decode(data)
         except wire.WireError:
             return
-        if isinstance(message, wire.Offer) and message.nonce == nonce:
+        if isinstance(message, datagrams.Offer) and message.nonce == nonce:
             offers[message.name] = message.endpoint
             first.set()
 
@@ -40,7 +41,7 @@ async def discover(cluster: ClusterSettings, attempts: int = ATTEMPTS, first_wai
     try:
         wait = first_wait
         for _ in range(attempts):
-            transport.send(wire.encode(wire.Discover(nonce)))
+            transport.send(wire.encode(datagrams.Discover(nonce)))
             try:
                 await asyncio.wait_for(first.wait(), wait)
             except asyncio.TimeoutError:

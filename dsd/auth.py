@@ -40,6 +40,7 @@ from functools import cached_property
 
 from dsd import wire
 from dsd.config import ConfigError
+from dsd.core import datagrams
 
 HEADER = b"DSA" + bytes([1])
 KEY_ID_SIZE = 4
@@ -52,7 +53,7 @@ MIN_DISTINCT_BYTES = 16  # 32 random bytes have about 30 distinct values; "0000.
 WINDOW = 64
 INCARNATIONS = 4  # replay windows kept per sender name
 MAX_SENDERS = 1024
-UNSIGNED_TYPES = (wire.Discover, wire.Offer)
+UNSIGNED_TYPES = (datagrams.Discover, datagrams.Offer)
 KEYGEN = "head -c 32 /dev/urandom | base64"
 
 # Why a datagram was rejected: the keys of `dsctl stats` datagrams_rejected_by_reason.
@@ -179,7 +180,7 @@ class Sealer:
         self.keyring = keyring
         self.counter = 0
 
-    def seal(self, message: wire.Message) -> bytes:
+    def seal(self, message: datagrams.Message) -> bytes:
         """The datagram for `message`: sealed, except DISCOVER and OFFER (see the module doc)."""
         body = wire.encode(message)
         if isinstance(message, UNSIGNED_TYPES):
@@ -218,7 +219,7 @@ class Opener:
     def senders(self) -> int:
         return len(self._windows)
 
-    def open(self, data: bytes) -> wire.Message:
+    def open(self, data: bytes) -> datagrams.Message:
         """The message in `data`; raises Rejected with the reason if it must not be believed."""
         if len(data) > MAX_SEALED:
             raise Rejected(MALFORMED, f"datagram of {len(data)} bytes exceeds {MAX_SEALED}")
@@ -226,7 +227,7 @@ class Opener:
             message = decode_plain(data)
             if isinstance(message, UNSIGNED_TYPES):
                 return message
-            raise Rejected(UNSIGNED, f"unsigned {message.TYPE}")
+            raise Rejected(UNSIGNED, f"unsigned {message.type_name()}")
         if len(data) < OVERHEAD:
             raise Rejected(MALFORMED, "truncated signed datagram")
         start = len(HEADER)
@@ -240,7 +241,7 @@ class Opener:
         counter = int.from_bytes(content[start + KEY_ID_SIZE:start + KEY_ID_SIZE + COUNTER_SIZE], "big")
         message = decode_plain(content[start + KEY_ID_SIZE + COUNTER_SIZE:])
         if isinstance(message, UNSIGNED_TYPES):
-            raise Rejected(MALFORMED, f"a signed {message.TYPE}")
+            raise Rejected(MALFORMED, f"a signed {message.type_name()}")
         self._accept(message.name, message.incarnation, counter)
         return message
 
@@ -277,7 +278,7 @@ def _advance(window: _Window, name: str, counter: int) -> None:
     window.seen |= 1 << age
 
 
-def decode_plain(data: bytes) -> wire.Message:
+def decode_plain(data: bytes) -> datagrams.Message:
     """`wire.decode`, failing with Rejected(MALFORMED)."""
     try:
         return wire.decode(data)

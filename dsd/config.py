@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dsd.wire import utf8_size
+from dsd.core.link_messages import utf8_size
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,134 +1,31 @@
-"""Bytes <-> control-plane messages: the one codec for every multicast datagram.
+"""Bytes <-> datagrams (`dsd.core.datagrams`): the one codec for every multicast or unicast datagram.
 
-A datagram is the 4-byte magic ``DSD`` + version byte, then one JSON object whose
-``"t"`` names the message type. Decoding is strict: unknown types, missing or
-extra fields, wrong field types and oversize datagrams all raise `WireError`, so
-nothing malformed ever reaches the core.
+A datagram is the 4-byte magic ``DSD`` + version byte, then one JSON object whose ``"t"``
+names the message type, decoded and validated in one step by msgspec. Unknown types,
+missing or extra fields, wrong field types and oversize datagrams all raise `WireError`,
+so nothing malformed ever reaches the core.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, ClassVar, Union
+
+import msgspec
+
+from dsd.core.datagrams import Message
 
 MAGIC = b"DSD"
 VERSION = 2  # 2: the links between daemons carry MessagePack (dsd.linkwire); a daemon of version 1 is another protocol
 HEADER = MAGIC + bytes([VERSION])
 MAX_DATAGRAM = 1400
-NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
-LINK_KEY_PATTERN = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}\Z")  # a CURVE public key in Z85
-MAX_TEXT = 256
-MAX_INT = 2**63 - 1
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Message)
+_FIELD = re.compile(r"at `\$\.(\w+)`")
 
 
 class WireError(ValueError):
     """A datagram that is not a valid message of this protocol version."""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Sent at start-up: every node answers at once with a heartbeat."""
-
-    TYPE: ClassVar[str] = "probe"
-    name: str
-    incarnation: int
-    priority: int
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    """Periodic sign of life carrying the sender's belief about the cluster."""
-
-    TYPE: ClassVar[str] = "heartbeat"
-    name: str
-    incarnation: int
-    priority: int
-    term: int
-    leader: str | None
-    state: str
-    endpoint: str
-    commit: int
-    link_key: str = ""  # the CURVE public key of `endpoint` when the cluster has a secret
-
-
-@dataclass(frozen=True)
-class Leave:
-    """Clean shutdown: peers drop the sender at once."""
-
-    TYPE: ClassVar[str] = "leave"
-    name: str
-    incarnation: int
-    priority: int
-
-
-@dataclass(frozen=True)
-class Election:
-    """Bully ELECTION: asks higher-ranked nodes to take over."""
-
-    TYPE: ClassVar[str] = "election"
-    name: str
-    incarnation: int
-    priority: int
-    term: int
-
-
-@dataclass(frozen=True)
-class Answer:
-    """Bully ANSWER ("OK"): a higher-ranked node tells ``to`` it is alive."""
-
-    TYPE: ClassVar[str] = "answer"
-    name: str
-    incarnation: int
-    priority: int
-    term: int
-    to: str
-
-
-@dataclass(frozen=True)
-class Coordinator:
-    """The sender declares itself leader for ``term``."""
-
-    TYPE: ClassVar[str] = "coordinator"
-    name: str
-    incarnation: int
-    priority: int
-    term: int
-
-
-@dataclass(frozen=True)
-class Discover:
-    """A chat client on a host without a daemon looks for daemons (``dschat --discover``)."""
-
-    TYPE: ClassVar[str] = "discover"
-    nonce: int
-
-
-@dataclass(frozen=True)
-class Offer:
-    """Answer to DISCOVER from a daemon with TCP client endpoints: where to connect."""
-
-    TYPE: ClassVar[str] = "offer"
-    name: str
-    nonce: int
-    endpoint: str
-    feed: str
-
-
-Message = Union[Probe, Heartbeat, Leave, Election, Answer, Coordinator, Discover, Offer]
-MESSAGE_TYPES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Probe, Heartbeat, Leave, Election, Answer, Coordinator, Discover, Offer)
-}
-STATES = ("discovering", "follower", "candidate", "leader")
-
-
-def utf8_size(text: str) -> int | None:
-    """Bytes of `text` in UTF-8, or None if it cannot be encoded (a lone surrogate from JSON)."""
-    try:
-        return len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        return None
 
 
 def encode(message: Message) -> bytes:
@@ -136,9 +33,8 @@ def encode(message: Message) -> bytes:
 
     Raw UTF-8 rather than \\u escapes, so whatever `decode` accepts fits again when re-sent.
     """
-    body = {"t": message.TYPE, **asdict(message)}
     try:
-        data = HEADER + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        data = HEADER + _ENCODER.encode(message)
     except UnicodeEncodeError:
         raise WireError("a text field is not valid Unicode (a lone surrogate)") from None
     if len(data) > MAX_DATAGRAM:
@@ -155,46 +51,23 @@ def decode(data: bytes) -> Message:
     if len(data) < len(HEADER) or data[len(MAGIC)] != VERSION:
         version = data[len(MAGIC)] if len(data) > len(MAGIC) else None
         raise WireError(f"unsupported protocol version {version}")
-    return decode_object(data[len(HEADER):], MESSAGE_TYPES, _check_field, WireError)
-
-
-def decode_object(
-    data: bytes, types: dict[str, type], check_field: Callable[[str, str, object], None], error: type[ValueError],
-) -> Any:
-    """One JSON object whose "t" names one of `types`: exactly that dataclass's fields, each checked.
-
-    Shared by the datagram and link codecs; anything else raises `error`.
-    """
     try:
-        body = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as failure:  # ValueError: bad UTF-8, bad JSON, a 5000-digit int
-        raise error(f"bad JSON: {type(failure).__name__}") from None
-    if not isinstance(body, dict):
-        raise error("not a JSON object")
-    kind = body.pop("t", None)
-    cls = types.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise error("unknown message type")
-    names = [f.name for f in fields(cls)]
-    if set(body) != set(names):
-        raise error(f"{cls.TYPE}: fields {sorted(body)} != {sorted(names)}")
-    for name in names:
-        check_field(cls.TYPE, name, body[name])
-    return cls(**body)
+        return _DECODER.decode(data[len(HEADER):])
+    except msgspec.ValidationError as error:
+        raise WireError(_explain(str(error))) from None
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise WireError(f"bad JSON: {error}") from None
 
 
-def _check_field(kind: str, name: str, value: object) -> None:
-    if name in ("name", "to"):
-        ok = isinstance(value, str) and NAME_PATTERN.match(value) is not None
-    elif name == "leader":
-        ok = value is None or (isinstance(value, str) and NAME_PATTERN.match(value) is not None)
-    elif name == "state":
-        ok = value in STATES
-    elif name in ("endpoint", "feed"):
-        ok = isinstance(value, str) and len(value) <= MAX_TEXT and utf8_size(value) is not None
-    elif name == "link_key":
-        ok = value == "" or (isinstance(value, str) and LINK_KEY_PATTERN.match(value) is not None)
-    else:
-        ok = type(value) is int and 0 <= value <= MAX_INT
-    if not ok:
-        raise WireError(f"{kind}: bad {name} {value!r}")
+def _explain(error: str) -> str:
+    """msgspec's reason, led by the field it is about: "bad endpoint: Expected ... at `$.endpoint`"."""
+    if "field `t`" in error:
+        return f"unknown message type: {error}"
+    field = _FIELD.search(error)
+    if field is None and error.startswith("Expected `object`"):
+        return f"not a JSON object: {error}"
+    if field is None:
+        return f"fields: {error}"  # one missing or one unknown
+    if field.group(1) == "t":
+        return f"unknown message type: {error}"
+    return f"bad {field.group(1)}: {error}"

@@ -20,6 +20,7 @@ import zmq
 
 from dsd import wire
 from dsd.client import ControlClient, DaemonError, Unreachable
+from dsd.core import datagrams
 from tests.netns import PrivateNetwork
 from tests.processes import kill_group, spawn
 
@@ -218,7 +219,7 @@ class Cluster:
         """
         self._marks += 1
         name = f"zz-mark-{self._marks}"
-        self.send(host, [wire.encode(wire.Leave(name, time.time_ns(), 0))])
+        self.send(host, [wire.encode(datagrams.Leave(name, time.time_ns(), 0))])
         return {"name": name}
 
     def live(self) -> list[Daemon]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dsd import wire
+from dsd.core import datagrams
 from dsd.core.actions import Action, Publish, Send
 from dsd.core.node import FOLLOWER, LEADER, Node
 from dsd.core.timing import Timing
@@ -55,7 +56,7 @@ class SimCluster:
         # are dropped, or kept in a backlog the kernel would hand over on resume.
         self.paused: dict[str, list[tuple[str, bytes]] | None] = {}
         # Every datagram sent, as (time, source, message), when `trace` is a list.
-        self.trace: list[tuple[float, str, wire.Message]] | None = None
+        self.trace: list[tuple[float, str, datagrams.Message]] | None = None
         self._heap: list[tuple[float, int, str, object]] = []
         self._seq = 0
         self._incarnation = 0
@@ -233,8 +234,8 @@ class SimCluster:
             sim.scheduled = deadline
             self._push(deadline, "tick", name)
 
-    def _broadcast(self, source: str, message: wire.Message) -> None:
-        self.sent[message.TYPE] += 1
+    def _broadcast(self, source: str, message: datagrams.Message) -> None:
+        self.sent[message.type_name()] += 1
         if self.trace is not None:
             self.trace.append((self.now, source, message))
         data = wire.encode(message)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from dsd.core.link_messages import LinkMessage
-from dsd.wire import Message
+from dsd.core.datagrams import Message
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from dsd.core.actions import Action, Publish
 from dsd.core.timing import Timing
-from dsd.wire import Coordinator, Heartbeat, Message
+from dsd.core.datagrams import Coordinator, Heartbeat, Message
 
 ALIVE = "alive"
 SUSPECT = "suspect"

@@ -34,7 +34,7 @@ from typing import Any
 from dsd.core.actions import Action, Log, Publish, Send, Stop
 from dsd.core.membership import Membership, Peer, Rank
 from dsd.core.timing import Timing
-from dsd.wire import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
+from dsd.core.datagrams import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
 
 DISCOVERING = "discovering"
 FOLLOWER = "follower"

@@ -20,6 +20,7 @@ import pytest
 
 from dsd import auth, wire
 from dsd.client import ControlClient
+from dsd.core import datagrams
 from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
 from tests.netns import namespaces_unavailable
 from tests.processes import kill_group, spawn
@@ -64,7 +65,7 @@ class Stranger:
         """A signed LEAVE of a made-up node: each daemon publishes view.join then view.leave of it."""
         self.flushes += 1
         name = f"zz-flush-{self.flushes}"
-        return self.sealer.seal(wire.Leave(name, time.time_ns(), 0)), name
+        return self.sealer.seal(datagrams.Leave(name, time.time_ns(), 0)), name
 
     def mark(self) -> dict[str, Any]:
         data, name = self.signed_leave()
@@ -177,7 +178,7 @@ def test_forged_tampered_and_replayed_datagrams_change_nothing(secured, stranger
     tampered = bytearray(real)
     tampered[len(auth.HEADER) + auth.KEY_ID_SIZE + auth.COUNTER_SIZE + 12] ^= 0x01  # a byte of the message
     # The intruder would lead: highest priority, a far higher term.
-    coordinator = wire.Coordinator("intruder", time.time_ns(), 2**31 - 1, 10**6)
+    coordinator = datagrams.Coordinator("intruder", time.time_ns(), 2**31 - 1, 10**6)
     wrong_key = auth.Sealer(auth.Keyring((OTHER_KEY,))).seal(coordinator)
     wrong_key_known_id = bytearray(wrong_key)
     wrong_key_known_id[len(auth.HEADER):len(auth.HEADER) + auth.KEY_ID_SIZE] = auth.key_id(KEY)
@@ -255,7 +256,7 @@ def test_a_daemon_stops_cleanly_and_rejoins_under_a_new_incarnation(secured: Clu
 def test_the_link_of_a_daemon_needs_the_secret_not_only_its_endpoint(secured, stranger) -> None:
     """A stranger who read c's endpoint and link key from a heartbeat cannot deliver to it."""
     beat = next(m for m in map(auth.Opener(KEYRING).open, stranger.capture(20))
-                if isinstance(m, wire.Heartbeat) and m.name == "c")
+                if isinstance(m, datagrams.Heartbeat) and m.name == "c")
     assert beat.endpoint and beat.link_key
     target = secured.daemons["c"]
     for key, delivers in ((KEY, True), (OTHER_KEY, False)):

@@ -20,11 +20,12 @@ import zmq
 
 from dsd import wire
 from dsd.commands import MAX_REQUEST
+from dsd.core import datagrams
 from tests.cluster import Cluster, FeedWatcher
 
 SENDER_HOST = 1
 
-INTRUDER = wire.Heartbeat("intruder", 1, 2**31 - 1, 1000, "intruder", "leader", "", 0)
+INTRUDER = datagrams.Heartbeat("intruder", 1, 2**31 - 1, 1000, "intruder", "leader", "", 0)
 VALID = wire.encode(INTRUDER)
 
 
@@ -84,7 +85,7 @@ BAD_DATAGRAMS: dict[str, list[bytes]] = {
         datagram(body(leader=7)),
         datagram(body(state="king")),
         datagram(body(endpoint=5)),
-        datagram(body(endpoint="x" * (wire.MAX_TEXT + 1))),
+        datagram(body(endpoint="x" * (datagrams.MAX_TEXT + 1))),
         datagram(body(commit=[0])),
         datagram({"t": "coordinator", "name": "intruder", "incarnation": 1, "priority": 5, "term": "9"}),
     ],
@@ -132,7 +133,7 @@ def test_bad_datagrams_are_dropped_counted_and_change_nothing(cluster, feeds, ki
     # A valid LEAVE of a made-up node follows the bad datagrams from the same socket: once a
     # daemon publishes its view.leave, it has read (and judged) everything sent before it.
     flush = f"zz-flush-{kind}"
-    cluster.send(SENDER_HOST, bad + [wire.encode(wire.Leave(flush, time.time_ns(), 0))])
+    cluster.send(SENDER_HOST, bad + [wire.encode(datagrams.Leave(flush, time.time_ns(), 0))])
     for name, feed in feeds.items():
         feed.wait_for("view.leave", name=flush, start=first[name])
 

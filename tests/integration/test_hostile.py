@@ -32,6 +32,7 @@ import zmq
 from bench.chat import _ChatClient
 from dsd import auth, wire
 from dsd.commands import MAX_REQUEST
+from dsd.core import datagrams
 from dsd.io.control import FEED_BATCH, FEED_EVENTS, FEED_QUEUE
 from tests.cluster import Cluster, Daemon, FeedWatcher, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
@@ -285,12 +286,12 @@ def forged(cluster: Cluster) -> list[tuple[bytes, str]]:
     """
     term = cluster.daemons["c"].request("view")["term"]
     c_incarnation = time.time_ns()  # later than c's start: "c restarted", if it were believed
-    claims: list[wire.Message] = [
-        wire.Coordinator("usurper", 1, 2**31 - 1, term + 1000),
-        wire.Coordinator("c", c_incarnation, 103, term + 1),
-        wire.Election("c", c_incarnation, 103, term + 1),
-        wire.Leave("c", c_incarnation, 103),
-        *[wire.Heartbeat(f"intruder-{i}", 1, 2**31 - 1, term + 1000, f"intruder-{i}", "leader", "", 0)
+    claims: list[datagrams.Message] = [
+        datagrams.Coordinator("usurper", 1, 2**31 - 1, term + 1000),
+        datagrams.Coordinator("c", c_incarnation, 103, term + 1),
+        datagrams.Election("c", c_incarnation, 103, term + 1),
+        datagrams.Leave("c", c_incarnation, 103),
+        *[datagrams.Heartbeat(f"intruder-{i}", 1, 2**31 - 1, term + 1000, f"intruder-{i}", "leader", "", 0)
           for i in range(8)],
     ]
     mine, theirs = auth.Sealer(auth.Keyring((KEY,))), auth.Sealer(auth.Keyring((OTHER_KEY,)))
@@ -300,7 +301,7 @@ def forged(cluster: Cluster) -> list[tuple[bytes, str]]:
         sealed = bytearray(mine.seal(message))
         sealed[-auth.TAG_SIZE - 2] ^= 1
         out.append((bytes(sealed), auth.BAD_TAG))
-    out.append((mine.seal(wire.Leave("zz-replayed", time.time_ns(), 0)), auth.REPLAYED))
+    out.append((mine.seal(datagrams.Leave("zz-replayed", time.time_ns(), 0)), auth.REPLAYED))
     return out
 
 
@@ -315,7 +316,7 @@ def test_a_flood_of_forged_datagrams_changes_nothing_with_a_secret(secured):
 
     def mark() -> dict[str, Any]:
         name = f"zz-mark-signed-{next(marks)}"
-        secured.send(STRANGER, [sealer.seal(wire.Leave(name, time.time_ns(), 0))])
+        secured.send(STRANGER, [sealer.seal(datagrams.Leave(name, time.time_ns(), 0))])
         return {"name": name}
 
     try:

@@ -28,7 +28,7 @@ import pytest
 
 from dsd.core.node import FOLLOWER, LEADER
 from dsd.core.timing import Timing
-from dsd.wire import Coordinator, Heartbeat
+from dsd.core.datagrams import Coordinator, Heartbeat
 from tests.simnet import ELECTION_TYPES, FAST, SimCluster
 
 FT = FAST.failure_timeout

@@ -9,7 +9,7 @@ from dsd.core.actions import Action, Publish, Send
 from dsd.core.membership import Peer
 from dsd.core.node import Node
 from dsd.core.timing import Timing
-from dsd.wire import Heartbeat, Message
+from dsd.core.datagrams import Heartbeat, Message
 
 # heartbeat / election timeout 0.25, suspect 0.5, dead and coordinator timeout 1.0,
 # discovery 0.25, probe backoff cap 2.0: all exact binary fractions.

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import zmq
 
 from dsd import auth, wire
 from dsd.auth import (
+from dsd.core import datagrams
     BAD_TAG, INCARNATIONS, MALFORMED, REPLAYED, UNKNOWN_KEY, UNSIGNED, WINDOW, Keyring, Opener, Rejected, Sealer,
     parse_keyring, read_keyring,
 )
@@ -22,10 +24,10 @@ from dsd.io.links import client_keypair
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 140))
 KEY_C = bytes(range(200, 232))
-COORDINATOR = wire.Coordinator("alpha", 7, 100, 3)
+COORDINATOR = datagrams.Coordinator("alpha", 7, 100, 3)
 
 
-def sealed(keyring: Keyring, message: wire.Message = COORDINATOR, counter: int | None = None) -> bytes:
+def sealed(keyring: Keyring, message: datagrams.Message = COORDINATOR, counter: int | None = None) -> bytes:
     sealer = Sealer(keyring)
     if counter is not None:
         sealer.counter = counter - 1
@@ -95,9 +97,9 @@ def test_a_validly_signed_garbage_payload_is_malformed() -> None:
 def test_unsigned_member_messages_are_rejected_discover_and_offer_pass() -> None:
     opener = Opener(Keyring((KEY_A,)))
     assert reason(opener, wire.encode(COORDINATOR)) == UNSIGNED
-    assert reason(opener, wire.encode(wire.Leave("alpha", 7, 100))) == UNSIGNED
+    assert reason(opener, wire.encode(datagrams.Leave("alpha", 7, 100))) == UNSIGNED
     assert reason(opener, b"garbage") == MALFORMED
-    for message in (wire.Discover(5), wire.Offer("alpha", 5, "tcp://h:1", "tcp://h:2")):
+    for message in (datagrams.Discover(5), datagrams.Offer("alpha", 5, "tcp://h:1", "tcp://h:2")):
         data = Sealer(Keyring((KEY_A,))).seal(message)
         assert data == wire.encode(message), "sent unsigned, for hosts without the secret"
         assert opener.open(data) == message
@@ -152,8 +154,8 @@ def test_a_jump_beyond_the_window_forgets_the_old_bits() -> None:
     assert opener.open(sealed(ring, counter=10 * WINDOW))
 
 
-def coordinator(incarnation: int) -> wire.Coordinator:
-    return wire.Coordinator("alpha", incarnation, 100, 3)
+def coordinator(incarnation: int) -> datagrams.Coordinator:
+    return datagrams.Coordinator("alpha", incarnation, 100, 3)
 
 
 def test_a_newer_incarnation_starts_afresh_beside_the_older_one() -> None:
@@ -207,23 +209,23 @@ def test_senders_are_tracked_separately() -> None:
     ring = Keyring((KEY_A,))
     opener = Opener(ring)
     for name in ("alpha", "beta"):
-        assert opener.open(sealed(ring, wire.Coordinator(name, 7, 100, 3), counter=1))
+        assert opener.open(sealed(ring, datagrams.Coordinator(name, 7, 100, 3), counter=1))
     assert opener.senders == 2
 
 
 def test_replay_state_is_bounded_and_the_least_recent_sender_goes() -> None:
     ring = Keyring((KEY_A,))
     opener = Opener(ring, max_senders=3)
-    first = sealed(ring, wire.Coordinator("n0", 7, 100, 3), counter=1)
+    first = sealed(ring, datagrams.Coordinator("n0", 7, 100, 3), counter=1)
     opener.open(first)
     for i in range(1, 3):
-        opener.open(sealed(ring, wire.Coordinator(f"n{i}", 7, 100, 3), counter=1))
-    opener.open(sealed(ring, wire.Coordinator("n1", 7, 100, 3), counter=2))  # n1 is recent again
+        opener.open(sealed(ring, datagrams.Coordinator(f"n{i}", 7, 100, 3), counter=1))
+    opener.open(sealed(ring, datagrams.Coordinator("n1", 7, 100, 3), counter=2))  # n1 is recent again
     assert reason(opener, first) == REPLAYED
-    opener.open(sealed(ring, wire.Coordinator("n3", 7, 100, 3), counter=1))
+    opener.open(sealed(ring, datagrams.Coordinator("n3", 7, 100, 3), counter=1))
     assert opener.senders == 3
     assert opener.open(first), "n0 was the least recent and was evicted"
-    assert reason(opener, sealed(ring, wire.Coordinator("n1", 7, 100, 3), counter=2)) == REPLAYED
+    assert reason(opener, sealed(ring, datagrams.Coordinator("n1", 7, 100, 3), counter=2)) == REPLAYED
 
 
 def test_rejected_datagrams_create_no_replay_state() -> None:
@@ -240,7 +242,7 @@ def test_rotation_the_first_key_signs_and_every_key_verifies() -> None:
     old, both_old_first, both_new_first, new = (
         Keyring((KEY_A,)), Keyring((KEY_A, KEY_B)), Keyring((KEY_B, KEY_A)), Keyring((KEY_B,)),
     )
-    message = wire.Coordinator("alpha", 7, 100, 3)
+    message = datagrams.Coordinator("alpha", 7, 100, 3)
     # Step 1: the new key added second everywhere; old-only daemons still understand everyone.
     assert Opener(old).open(sealed(both_old_first, message)) == message
     assert Opener(both_old_first).open(sealed(old, message)) == message
@@ -357,4 +359,4 @@ def test_the_link_client_keypair_is_derived_from_the_key_alone() -> None:
     assert client_keypair(KEY_A) == pair, "every holder of the key derives the same pair"
     assert zmq.curve_public(pair.secret) == pair.public and len(pair.public) == len(pair.secret) == 40
     assert client_keypair(KEY_B).public != pair.public
-    assert wire.LINK_KEY_PATTERN.match(pair.public.decode())
+    assert re.fullmatch(datagrams.LINK_KEY, pair.public.decode())

@@ -7,6 +7,7 @@ import os
 
 from dsd import wire
 from dsd.config import ClusterSettings
+from dsd.core import datagrams
 from dsd.io.multicast import MulticastTransport
 from dschat.discover import discover
 
@@ -27,12 +28,12 @@ async def discover_with(answering: dict[str, int]) -> tuple[list[str], list[int]
     def answer(name: str, transport: MulticastTransport) -> None:
         def on_datagram(data: bytes, address: str) -> None:
             message = wire.decode(data)
-            if isinstance(message, wire.Discover):
+            if isinstance(message, datagrams.Discover):
                 seen[name] += 1
                 if name == min(answering):
                     probes.append(message.nonce)
                 if seen[name] >= answering[name]:
-                    transport.send(wire.encode(wire.Offer(name, message.nonce, f"tcp://{name}:5009", f"tcp://{name}:5010")))
+                    transport.send(wire.encode(datagrams.Offer(name, message.nonce, f"tcp://{name}:5009", f"tcp://{name}:5010")))
         return on_datagram
 
     for name in answering:

@@ -13,7 +13,7 @@ import pytest
 from dsd.core.actions import Action, Log, Publish, Send
 from dsd.core.membership import ALIVE, SUSPECT, Membership, Peer
 from dsd.core.node import DISCOVERING, LEADER, Node
-from dsd.wire import Answer, Coordinator, Election, Heartbeat, Leave, Message, Probe
+from dsd.core.datagrams import Answer, Coordinator, Election, Heartbeat, Leave, Message, Probe
 from tests.unit.drivers import T, Driver, addr, hb, published, sent
 
 

@@ -12,7 +12,7 @@ import pytest
 from dsd.core.actions import Action, Log, Publish, Send, Stop
 from dsd.core.node import CANDIDATE, DISCOVERING, FOLLOWER, LEADER, Node
 from dsd.core.timing import Timing
-from dsd.wire import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
+from dsd.core.datagrams import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
 from tests.simnet import SimCluster
 from tests.unit.drivers import T, Driver, addr, hb, leader_events, published, sent
 
