@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import msgspec
 import zmq
 
 from bench import charts, profiling, raft_peer
@@ -58,6 +59,7 @@ from bench.common import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+_JSON, _FROM_JSON = msgspec.json.Encoder(), msgspec.json.Decoder()  # the clients' codec: dsd's own
 RATE_GOAL = 25000.0     # msg/s delivered on every feed
 RAW_GOAL = 0.10         # delivered / raw PUB->SUB
 PEER_GOAL = 2.5         # delivered / PySyncObj's committed rate
@@ -149,15 +151,15 @@ class _ChatClient:
 
     def send(self, cmd: str, rid: str, **args: Any) -> None:
         payload = {"cmd": cmd, "args": {"user": self.user, "session": self.session, **args}, "rid": rid}
-        self.dealer.send_multipart([b"", json.dumps(payload).encode()])
+        self.dealer.send_multipart([b"", _JSON.encode(payload)])
 
     def replies(self) -> Iterator[dict[str, Any]]:
-        return (json.loads(frames[-1]) for frames in _waiting(self.dealer))
+        return (_FROM_JSON.decode(frames[-1]) for frames in _waiting(self.dealer))
 
     def feed(self) -> Iterator[dict[str, Any]]:
         """Feed events: a feed message is [topic, json, json, ...], one or more events of one topic."""
         frames = _waiting(self.sub) if self.sub is not None else ()
-        return (json.loads(body) for _topic, *bodies in frames for body in bodies)
+        return (_FROM_JSON.decode(body) for _topic, *bodies in frames for body in bodies)
 
     def call(self, cmd: str, timeout: float, **args: Any) -> dict[str, Any]:
         """One request, answered before `timeout` (feed events read meanwhile are dropped)."""
@@ -268,15 +270,16 @@ def _worker_sub(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _worker_client(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Pipelined chat.send with `window` outstanding; records replies and the feed."""
+    """Pipelined chat.send with `window` messages outstanding (in chat.send_many requests of
+    `batch` when it is more than 1); records replies and the feed."""
     context = zmq.Context()
     client = _ChatClient(context, cfg["endpoint"], cfg["feed"], cfg["user"])
     client.join()
     client.sync()
     go = _ready()
-    t0, t_end, window = go["t0"], go["t0"] + go["seconds"], cfg["window"]
+    t0, t_end, window, batch = go["t0"], go["t0"] + go["seconds"], cfg["window"], cfg["batch"]
     users = set(cfg["users"])
-    outstanding: dict[str, float] = {}
+    outstanding: dict[str, tuple[float, list[str]]] = {}  # rid -> when sent, the ids of its messages
     counts = Counter[str]()
     acked: list[int] = []
     ack_latency: list[float] = []
@@ -288,15 +291,18 @@ def _worker_client(cfg: dict[str, Any]) -> dict[str, Any]:
     def take(now: float) -> None:
         inside = t0 <= now < t_end
         for reply in client.replies():
-            sent = outstanding.pop(reply.get("rid", ""), None)
-            if sent is None:
+            request = outstanding.pop(reply.get("rid", ""), None)
+            if request is None:
                 continue
-            if reply.get("ok"):
-                acked.append(int(reply["rid"]))
-                ack_latency.append(now - sent)
-                counts["acked_in"] += inside
-            else:
-                errors[reply["error"]["code"]] += 1
+            sent, ids = request
+            results = reply["result"].get("results", [reply["result"]]) if reply.get("ok") else [reply]
+            for id_, result in zip(ids, results):
+                if "seq" in result:
+                    acked.append(int(id_))
+                    ack_latency.append(now - sent)
+                    counts["acked_in"] += inside
+                else:
+                    errors[result.get("code") or result["error"]["code"]] += 1
         for event in client.feed():
             seqs.append(event["seq"])
             if event.get("kind") != "message" or event.get("user") not in users or not event["id"].isdigit():
@@ -310,11 +316,14 @@ def _worker_client(cfg: dict[str, Any]) -> dict[str, Any]:
     _wait_until(t0)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     while (now := time.time()) < t_end:
-        while len(outstanding) < window:
-            counts["sent"] += 1
-            rid = str(counts["sent"])
-            client.send("chat.send", rid, id=rid, text=_stamp(now))
-            outstanding[rid] = now
+        while len(outstanding) * batch < window:
+            ids = [str(counts["sent"] + i) for i in range(1, batch + 1)]
+            counts["sent"] += batch
+            if batch == 1:
+                client.send("chat.send", ids[0], id=ids[0], text=_stamp(now))
+            else:
+                client.send("chat.send_many", ids[0], messages=[{"id": id_, "text": _stamp(now)} for id_ in ids])
+            outstanding[ids[0]] = (now, ids)
         client.poller.poll(max(1, int((t_end - now) * 1000)))
         take(time.time())
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -584,7 +593,8 @@ def counters(daemons) -> dict[str, dict[str, int]]:
 @dataclass
 class Throughput:
     seconds: float
-    window: int
+    window: int                          # messages outstanding per client
+    batch: int                           # messages per request (chat.send_many when > 1)
     sent: float
     committed: float
     delivered: dict[str, float]          # per daemon's feed
@@ -601,13 +611,14 @@ class Throughput:
     stats: dict[str, dict[str, int]]     # daemon -> counter deltas over the run (dsctl stats)
 
 
-def throughput(cluster, daemons, logdir: Path, seconds: float, window: int, tag: str,
+def throughput(cluster, daemons, logdir: Path, seconds: float, window: int, tag: str, batch: int = 1,
                samplers: Callable[[dict[str, int]], list[subprocess.Popen]] | None = None) -> Throughput:
     """The sustained-rate run; `samplers(daemon name -> pid)` starts profilers at the window's start."""
     users = [f"{tag}{i}" for i in range(1, 4)]
     with ExitStack() as local:
         clients = start_workers(local, cluster, [
-            (i, "client", {**endpoints(daemons[i - 1]), "user": users[i - 1], "users": users, "window": window})
+            (i, "client", {**endpoints(daemons[i - 1]), "user": users[i - 1], "users": users, "window": window,
+                           "batch": batch})
             for i in range(1, 4)
         ], logdir)
         pids = {f"{d.name} ({'leader' if d.name == 'n3' else 'follower'})": python_pid(d.process) for d in daemons}
@@ -637,7 +648,7 @@ def throughput(cluster, daemons, logdir: Path, seconds: float, window: int, tag:
         errors.update(r["errors"])
     committed_in = sum(r["acked_in"] for r in results)
     return Throughput(
-        seconds=seconds, window=window,
+        seconds=seconds, window=window, batch=batch,
         sent=sum(r["sent_in"] for r in results) / seconds,
         committed=committed_in / seconds,
         delivered={f"n{i}": r["delivered_in"] / seconds for i, r in enumerate(results, 1)},
@@ -823,8 +834,10 @@ def rate_section(r: Results) -> list[str]:
 
     daemons = sum(c for n, c in tp.cpu.items() if n.startswith("n"))
     return [
-        f"**Sustained rate** — each client pipelines `chat.send` with {tp.window} requests outstanding "
-        f"(DEALER, rid-matched) and reads its daemon's feed; {tp.seconds:g} s:",
+        f"**Sustained rate** — each client pipelines "
+        + (f"`chat.send` with {tp.window} requests outstanding" if tp.batch == 1 else
+           f"`chat.send_many` of {tp.batch} messages with {tp.window} messages outstanding")
+        + f" (DEALER, rid-matched) and reads its daemon's feed; {tp.seconds:g} s:",
         "",
         table(["measure", "messages/s", "vs raw PUB→SUB", "vs PySyncObj"], [
             ["baseline: raw pyzmq PUB→SUB, tcp h1→h2", f"{base.rate:,.0f}", "100 %", ""], *peer,
@@ -993,7 +1006,8 @@ def run(args: argparse.Namespace) -> str:
         swept = []
         for window, length in [(args.window, seconds)] + [(w, 4.0) for w in sweep]:
             progress(f"chat: sustained rate, 3 clients, window {window}, {length:g} s")
-            swept.append(throughput(cluster, daemons, logdir, length, window, tag=f"w{window}-{len(swept)}-"))
+            swept.append(throughput(cluster, daemons, logdir, length, window, tag=f"w{window}-{len(swept)}-",
+                                    batch=args.batch))
             progress(f"  committed {swept[-1].committed:,.0f} msg/s, "
                      f"delivered everywhere {min(swept[-1].delivered.values()):,.0f} msg/s")
         progress(f"chat: latency at {LOW_RATE:g} then {OFFERED:g} msg/s")
@@ -1020,7 +1034,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short runs (about 40 s in all)")
     p.add_argument("--seconds", type=float, default=0,
                    help="sustained-rate window, and PySyncObj's (default 10, quick 3)")
-    p.add_argument("--window", type=int, default=64, help="chat.send requests outstanding per client (default 64)")
+    p.add_argument("--window", type=int, default=64, help="messages outstanding per client (default 64)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="messages per request: more than 1 sends them with chat.send_many (default 1: chat.send)")
     p.add_argument("--trials", type=int, default=0, help="failover trials (default 5, quick 2)")
     p.add_argument("--sweep", type=int, nargs="*", metavar="WINDOW",
                    help="more sustained-rate runs of 4 s with these windows (default 8 256; quick: none)")
