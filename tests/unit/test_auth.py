@@ -14,11 +14,11 @@ import zmq
 
 from dsd import auth, wire
 from dsd.auth import (
-from dsd.core import datagrams
     BAD_TAG, INCARNATIONS, MALFORMED, REPLAYED, UNKNOWN_KEY, UNSIGNED, WINDOW, Keyring, Opener, Rejected, Sealer,
     parse_keyring, read_keyring,
 )
 from dsd.config import ConfigError, parse_settings
+from dsd.core import datagrams
 from dsd.io.links import client_keypair
 
 KEY_A = bytes(range(32))
