@@ -1583,6 +1583,25 @@ def test_held_inputs_cost_one_append_per_follower_and_one_store_transaction(monk
     assert c.release(1.0) == []
 
 
+def test_a_commit_and_a_send_in_one_held_batch_cost_one_store_transaction() -> None:
+    """The send's dedupe looks up what this batch committed without writing it first."""
+    store = RecordingStore()
+    c = make("F", store, limits=replace(LIMITS, rate=1e6, burst=10**6))
+    c.set_view("L", peers("G", "L"), 0.0)
+    c.receive(Gather("L", 1, ""), 0.0)
+    c.receive(append(0, [config_entry(1), join_entry(2, id="join:9:1", server="F")], 0), 0.0)
+    store.writes.clear()
+    c.hold()
+    c.receive(append(2, [entry(3, id="m1", server="F")], 1), 0.0)  # F and L: 3 commits on arrival
+    c.send("again", "alice", S, "m1", "hi", 0.0)  # a retry of what just committed
+    c.send("new", "alice", S, "m2", "hi", 0.0)
+    c.receive(append(3, [entry(4, id="m9", server="G")], 3), 0.0)
+    out = c.release(0.0)
+    assert replies(out) == [Reply("again", {"seq": 3})]
+    assert store.writes == [("append", ([3, 4], 4))]
+    assert [p["id"] for _, m in transmits(out, Forward) for p in m.proposals] == ["m2"]
+
+
 def test_a_held_follower_acknowledges_a_burst_once() -> None:
     c = follower()
     c.hold()

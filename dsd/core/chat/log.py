@@ -26,6 +26,7 @@ class ChatLog:
         self.config, self.config_seq = self._load_config()
         self._unsaved: list[Entry] = []  # appended since the last sync
         self._commit_due = False
+        self._committed_unsaved: dict[tuple[str, str], int] = {}  # (user, id) -> seq, committed since the last sync
 
     def _load_config(self) -> tuple[Config | None, int]:
         entry = self.store.last_config()
@@ -86,6 +87,7 @@ class ChatLog:
         self.commit = seq
         self.commit_term = entries[-1]["term"]
         self._commit_due = True
+        self._committed_unsaved.update(((entry["user"], entry["id"]), entry["seq"]) for entry in entries)
         return entries
 
     def read(self, after: int, limit: int) -> list[Entry]:
@@ -97,10 +99,12 @@ class ChatLog:
         return entries + self.tail[start:start + limit - len(entries)]
 
     def find(self, user: str, id: str) -> int | None:
-        """The seq of the committed entry (user, id), also one trimmed within the store's dedupe window."""
-        if self._commit_due:
-            self.sync()
-        return self.store.find(user, id)
+        """The seq of the committed entry (user, id), also one trimmed within the store's dedupe window.
+
+        One committed by this input is not in the store's committed part before `sync`: it is
+        looked up here, so that a send in the same batch as a commit costs no transaction of its own."""
+        seq = self._committed_unsaved.get((user, id))
+        return seq if seq is not None else self.store.find(user, id)
 
     def install(self, base: Base) -> None:
         """Go on from a snapshot: the entries up to `base` were trimmed before this daemon got them.
@@ -117,3 +121,4 @@ class ChatLog:
         unsaved, self._unsaved = self._unsaved, []
         self.store.append(unsaved, commit=self.commit if self._commit_due else None)
         self._commit_due = False
+        self._committed_unsaved.clear()
