@@ -40,12 +40,14 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol
 
-from dsd.core.link_messages import ENTRY_KEYS as FIELDS
-from dsd.core.link_messages import KINDS, PRESENCE_KINDS, Entry
-
 log = logging.getLogger("dsd.store")
 
+Entry = dict[str, Any]  # typed as dsd.core.link_messages.Entry, whose keys are FIELDS
 Key = tuple[str, str]  # (user, id)
+
+FIELDS = ("seq", "term", "kind", "user", "text", "id", "server", "session", "time")  # also the columns' order
+KINDS = ("message", "join", "leave", "timeout", "config")
+PRESENCE_KINDS = ("join", "leave", "timeout")
 
 FILENAME = "chat.sqlite3"
 SCHEMA_VERSION = 3  # 2: the base table and the presence at the base; 3: the uncommitted log and the chat state

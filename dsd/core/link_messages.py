@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypedDict, Union
 from msgspec import Meta
 
 from dsd.core.tagged import Tagged
+from dsd.store import FIELDS
 
 MAX_INT = 2**63 - 1
 MAX_BATCH = 512  # entries or proposals in one message
@@ -56,8 +57,6 @@ Session = _matching(f"{SESSION}|")  # likewise
 UserName = _matching(USER)
 EntryId = _matching(ENTRY_ID)
 Time = Annotated[float, Meta(ge=0, lt=1e11)]
-KINDS = ("message", "join", "leave", "timeout", "config")
-PRESENCE_KINDS = ("join", "leave", "timeout")
 
 
 class _Record(TypedDict):
@@ -99,7 +98,7 @@ class Outcome(_Proposed, total=False):
 TrimmedId = tuple[UserName, EntryId, Count, Time]  # type: ignore[valid-type]
 """(user, id, seq, time) of a trimmed entry, still deduplicated."""
 
-ENTRY_KEYS = ("seq", "term", "kind", "user", "text", "id", "server", "session", "time")  # the store's column order
+ENTRY_KEYS = FIELDS
 PROPOSAL_KEYS = ("kind", "user", "text", "id", "server", "session")
 PUBLIC_KEYS = ("seq", "kind", "user", "text", "id", "server", "time")
 

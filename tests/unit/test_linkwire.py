@@ -6,7 +6,7 @@ never another exception, and nothing malformed reaches the chat core.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -20,6 +20,7 @@ from dsd.core.link_messages import (
     Entries, Entry, Fetch, Forward, Gather, Proposal, Refuse, Remove, Result, Snapshot, Status,
 )
 from dsd.linkwire import LinkError, decode, encode
+from dsd import store
 from dsd.store import MemoryStore
 
 SESSION = "alice-session-0001"
@@ -304,6 +305,7 @@ def test_an_entry_is_not_a_proposal_and_back() -> None:
     assert decode(forward_body(entry())).proposals == [proposal()]  # seq, term and time dropped
     assert set(ENTRY_KEYS) - set(PROPOSAL_KEYS) == {"seq", "term", "time"}
     assert (set(ENTRY_KEYS), set(PROPOSAL_KEYS)) == (set(Entry.__annotations__), set(Proposal.__annotations__))
+    assert get_args(link_messages.Kind) == store.KINDS  # the store's kinds are the codec's
 
 
 @pytest.mark.parametrize("name,record", [("entries", entry()), ("proposals", proposal())])

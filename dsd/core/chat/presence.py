@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsd.core.link_messages import PRESENCE_KINDS, Entry
+from dsd.core.link_messages import Entry
+from dsd.store import PRESENCE_KINDS
 
 
 @dataclass
