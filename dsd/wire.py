@@ -98,6 +98,24 @@ class Coordinator:
 
 
 @dataclass(frozen=True)
+class Members:
+    """Unicast only: the members the sender knows, as (name, "ip:port", incarnation) (memberlist's push/pull).
+
+    The answer to a PROBE, and what a daemon tells a member it has just added; the receiver
+    contacts those it does not know. A long list takes several datagrams (`MAX_MEMBERS` each).
+    """
+
+    TYPE: ClassVar[str] = "members"
+    name: str
+    incarnation: int
+    priority: int
+    members: tuple[tuple[str, str, int], ...]
+
+    def __post_init__(self) -> None:  # JSON gives lists: tuples, so decoded == sent
+        object.__setattr__(self, "members", tuple(tuple(m) for m in self.members))
+
+
+@dataclass(frozen=True)
 class Discover:
     """A chat client on a host without a daemon looks for daemons (``dschat --discover``)."""
 
@@ -116,10 +134,13 @@ class Offer:
     feed: str
 
 
-Message = Union[Probe, Heartbeat, Leave, Election, Answer, Coordinator, Discover, Offer]
+Message = Union[Probe, Heartbeat, Leave, Election, Answer, Coordinator, Members, Discover, Offer]
 MESSAGE_TYPES: dict[str, type] = {
-    cls.TYPE: cls for cls in (Probe, Heartbeat, Leave, Election, Answer, Coordinator, Discover, Offer)
+    cls.TYPE: cls for cls in (Probe, Heartbeat, Leave, Election, Answer, Coordinator, Members, Discover, Offer)
 }
+MAX_MEMBERS = 64  # entries in one MEMBERS datagram, whatever their size (see `member_chunks`)
+MEMBERS_BUDGET = MAX_DATAGRAM - 200  # bytes of entries per MEMBERS datagram; the rest is the header
+ADDRESS_PATTERN = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3}):(\d{1,5})\Z")
 STATES = ("discovering", "follower", "candidate", "leader")
 
 
@@ -192,9 +213,42 @@ def _check_field(kind: str, name: str, value: object) -> None:
         ok = value in STATES
     elif name in ("endpoint", "feed"):
         ok = isinstance(value, str) and len(value) <= MAX_TEXT and utf8_size(value) is not None
+    elif name == "members":
+        ok = isinstance(value, list) and len(value) <= MAX_MEMBERS and all(_is_member(m) for m in value)
     elif name == "link_key":
         ok = value == "" or (isinstance(value, str) and LINK_KEY_PATTERN.match(value) is not None)
     else:
         ok = type(value) is int and 0 <= value <= MAX_INT
     if not ok:
         raise WireError(f"{kind}: bad {name} {value!r}")
+
+
+def is_address(text: object) -> bool:
+    """An IPv4 "a.b.c.d:port", as the transports write a datagram's source."""
+    match = ADDRESS_PATTERN.match(text) if isinstance(text, str) else None
+    return match is not None and all(int(g) <= 255 for g in match.groups()[:4]) and 0 < int(match[5]) < 65536
+
+
+def member_chunks(entries: list[tuple[str, str, int]]) -> list[tuple[tuple[str, str, int], ...]]:
+    """`entries` cut into runs that each fit one MEMBERS datagram."""
+    chunks: list[tuple[tuple[str, str, int], ...]] = []
+    run: list[tuple[str, str, int]] = []
+    size = 0
+    for entry in entries:
+        cost = len(entry[0]) + len(entry[1]) + len(str(entry[2])) + 8  # quotes, commas, brackets
+        if run and (size + cost > MEMBERS_BUDGET or len(run) == MAX_MEMBERS):
+            chunks.append(tuple(run))
+            run, size = [], 0
+        run.append(entry)
+        size += cost
+    if run:
+        chunks.append(tuple(run))
+    return chunks
+
+
+def _is_member(entry: object) -> bool:
+    if not (isinstance(entry, list) and len(entry) == 3):
+        return False
+    name, address, incarnation = entry
+    return (isinstance(name, str) and NAME_PATTERN.match(name) is not None and is_address(address)
+            and type(incarnation) is int and 0 <= incarnation <= MAX_INT)
