@@ -1,0 +1,73 @@
+"""Real daemons where multicast does not reach (issue 11): two subnets joined by a router.
+
+Hosts 1-2 are on 10.77.1.0/24 and hosts 3-4 on 10.77.2.0/24 (tests/netns.py RoutedNetwork):
+the router forwards unicast and no multicast. Every daemon runs with multicast = false and
+lists one peer only, on the other subnet; the rest of the cluster it learns from that peer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+from tests.chatclients import Chats, present
+from tests.cluster import Cluster, wait_until
+from tests.integration.conftest import NAMESPACES_UNAVAILABLE
+from tests.netns import RoutedNetwork
+
+# name -> (host, priority, the one peer it lists: a host on the other subnet)
+DAEMONS = {"a": (1, 101, 3), "b": (2, 102, 4), "c": (3, 103, 1), "d": (4, 104, 1)}
+
+
+@pytest.fixture
+def routed() -> Iterator[Cluster]:
+    if NAMESPACES_UNAVAILABLE:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the routed-subnet tests: {NAMESPACES_UNAVAILABLE}")
+        pytest.skip(NAMESPACES_UNAVAILABLE)
+    with Cluster(4, network=RoutedNetwork(4, first=2)) as cluster:
+        net = cluster.net
+        assert isinstance(net, RoutedNetwork)
+        for name, (host, priority, peer) in DAEMONS.items():
+            cluster.add(name, priority=priority, host=host, chat={"client_timeout": 2.0},
+                        cluster={"multicast": False, "peers": [net.address(peer)]})
+        yield cluster
+
+
+def test_two_subnets_without_multicast_form_one_cluster_fail_over_heal_and_chat(routed: Cluster) -> None:
+    cluster, net = routed, routed.net
+    assert isinstance(net, RoutedNetwork)
+    term, _ = cluster.wait_agreed("d", timeout=15)
+    for daemon in cluster.daemons.values():
+        started = next(line for line in daemon.logs().splitlines() if "started:" in line)
+        assert "unicast on 0.0.0.0:5008" in started and "group" not in started, started
+    hosts = {name: host for name, (host, _, _) in DAEMONS.items()}
+    for server in cluster.daemons["a"].request("view")["servers"]:  # c and d as a heard them: over the router
+        assert server["address"] == f"{net.address(hosts[server['name']])}:5008", server
+
+    # kill -9 of the leader: one new leader everywhere.
+    cluster.daemons["d"].kill()
+    new_term, _ = cluster.wait_agreed("c", timeout=10, among=["a", "b", "c"])
+    assert new_term > term
+    cluster.daemons["d"].start()  # it lists a, on the other subnet, and comes back through it
+    cluster.wait_agreed("d", timeout=15)
+
+    # Subnet 2 cut off from the router: each side agrees on its own; healed: one leader again.
+    net.cut_subnet(2)
+    cluster.wait_agreed("b", timeout=10, among=["a", "b"])
+    cluster.wait_agreed("d", timeout=10, among=["c", "d"])
+    net.heal_subnet(2)
+    cluster.wait_agreed("d", timeout=15)
+
+    # A chat message sent on subnet 1 reaches a user on subnet 2.
+    chats = Chats(cluster)
+    try:
+        alice = chats.piped(1, "alice", "a")
+        dave = chats.piped(4, "dave", "d")
+        wait_until(lambda: present(cluster, "alice", "dave"), 20, what="alice and dave present")
+        alice.write("hello across the router")
+        wait_until(lambda: dave.seen("alice", "hello across the router"), 15, what="dave seeing alice's line")
+    finally:
+        chats.close()
