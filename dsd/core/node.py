@@ -153,7 +153,7 @@ class Node:
                 out.append(Log("warning", f"ignoring a second daemon named {known.name!r} at {address}: "
                                           f"the one at {known.address} has the name and is alive"))
             if direct and isinstance(message, Probe) and self.unicast is not None:
-                self._send_members(address, message.name, out)  # so a namesake finds the holder
+                self._send_members(address, None, out)  # the holder of the name included: a namesake stops
             return self._routed(out, now)
         if not direct:
             peer.multicast = True
@@ -320,8 +320,8 @@ class Node:
         for address in self.unicast.learn(wanted, now):
             out.append(Send(self._probe(), to=(address,)))
 
-    def _send_members(self, address: str, recipient: str, out: list[Action]) -> None:
-        """Tell `address` every member we know (and ourselves), in as many datagrams as it takes."""
+    def _send_members(self, address: str, recipient: str | None, out: list[Action]) -> None:
+        """Tell `address` every member we know but `recipient` (and ourselves), in as many datagrams as it takes."""
         entries = [(self.name, self.address, self.incarnation)] if self._announceable(self.address) else []
         entries += [(p.name, p.address, p.incarnation) for p in self.peers
                     if p.name != recipient and self._announceable(p.address)]
