@@ -49,6 +49,7 @@ class SimCluster:
         self.random = random.Random(seed)
         self.unicast = unicast
         self.addresses: dict[str, str] = {}  # name -> "ip:port", stable across restarts
+        self._named: dict[str, str] = {}  # "ip:port" -> name
         self.seeds: dict[str, list[str]] = {}  # name -> the names it lists in [cluster] peers
         self.timing = timing
         self.loss = loss
@@ -89,6 +90,7 @@ class SimCluster:
         if name not in self.addresses:
             k = len(self.addresses) + 1
             self.addresses[name] = f"10.0.{k // 256}.{k % 256}:5008"
+            self._named[self.addresses[name]] = name
         return self.addresses[name]
 
     def _unicast_of(self, name: str) -> Unicast | None:
@@ -270,8 +272,7 @@ class SimCluster:
             assert not self.unicast, f"{source} multicast {message} on a network without multicast"
             targets = list(self.nodes)
         else:
-            by_address = {self.address(name): name for name in self.nodes}
-            targets = [by_address[a] for a in send.to if a in by_address]
+            targets = [name for a in send.to if (name := self._named.get(a)) in self.nodes]
         self.sent[message.TYPE] += len(send.to) if send.to is not None else 1  # datagrams sent
         if self.trace is not None:
             self.trace.append((self.now, source, message))
