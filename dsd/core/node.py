@@ -200,7 +200,7 @@ class Node:
         out: list[Action] = []
         if self._stopped or not self._started or self.unicast is None:
             return out
-        self.unicast.unresolved(entry, reason, out)
+        self.unicast.unresolved(entry, reason, now, out)
         return out
 
     def tick(self, now: float) -> list[Action]:

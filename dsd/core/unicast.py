@@ -86,7 +86,7 @@ class Unicast:
                            {"peer": seed.entry}))
         return self._probe_targets(seed) if not seed.present else ()
 
-    def unresolved(self, entry: str, reason: str, out: list[Action]) -> None:
+    def unresolved(self, entry: str, reason: str, now: float, out: list[Action]) -> None:
         """A name did not resolve: warn once, and retry on the seed's schedule."""
         seed = self._seed(entry)
         if seed is None:
@@ -95,7 +95,8 @@ class Unicast:
         level = "debug" if seed.unresolvable else "warning"
         seed.unresolvable = True
         out.append(Log(level, f"[cluster] peers: cannot resolve {seed.host!r} ({reason}); "
-                              f"retrying in {seed.interval:g}s and then with backoff", {"peer": seed.entry}))
+                              f"retrying in {max(0.0, seed.next_try - now):.2g}s and then with backoff",
+                       {"peer": seed.entry}))
 
     def heard_self(self, address: str) -> None:
         """One of our own datagrams came back from `address`: a seed there is this daemon."""

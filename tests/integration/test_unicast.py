@@ -8,6 +8,8 @@ lists one peer only, on the other subnet; the rest of the cluster it learns from
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -71,3 +73,36 @@ def test_two_subnets_without_multicast_form_one_cluster_fail_over_heal_and_chat(
         wait_until(lambda: dave.seen("alice", "hello across the router"), 15, what="dave seeing alice's line")
     finally:
         chats.close()
+
+
+@pytest.fixture
+def hosts_file(make_cluster) -> Iterator[tuple[Cluster, Path]]:
+    """Two private hosts; host 1 sees its own /etc/hosts (`ip netns exec` mounts /etc/netns/NS/hosts)."""
+    cluster = make_cluster(2, partitions=True)
+    parent = Path("/etc/netns")
+    made_parent = not parent.exists()
+    directory = parent / cluster.net.hosts[0]
+    directory.mkdir(parents=True)
+    try:
+        hosts = directory / "hosts"
+        hosts.write_text("127.0.0.1 localhost\n")
+        yield cluster, hosts
+    finally:
+        shutil.rmtree(directory)
+        if made_parent:
+            parent.rmdir()
+
+
+def test_a_peer_name_that_does_not_resolve_is_a_warning_and_retried_until_it_does(hosts_file) -> None:
+    cluster, hosts = hosts_file
+    a = cluster.add("a", priority=101, cluster={"multicast": False, "peers": ["peer-b"]})
+    b = cluster.add("b", priority=102, cluster={"multicast": False, "peers": ["10.77.0.99"]})  # nobody there
+    wait_until(lambda: "cannot resolve 'peer-b'" in a.logs(), 10, what="a's warning")
+    cluster.wait_agreed("a", among=["a"])
+    cluster.wait_agreed("b", among=["b"])
+    with open(hosts, "a") as file:  # in place: the mount shows the same file
+        file.write("10.77.0.2 peer-b\n")
+    cluster.wait_agreed("b", timeout=10)
+    warnings = [line for line in a.logs().splitlines() if "WARNING" in line and "cannot resolve 'peer-b'" in line]
+    assert a.running and len(warnings) == 1, a.logs()  # once per failing streak, however many retries
+    assert "'peer-b' resolves again, to 10.77.0.2:5008" in a.logs()
