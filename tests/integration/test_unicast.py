@@ -7,6 +7,7 @@ lists one peer only, on the other subnet; the rest of the cluster it learns from
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -106,3 +107,28 @@ def test_a_peer_name_that_does_not_resolve_is_a_warning_and_retried_until_it_doe
     warnings = [line for line in a.logs().splitlines() if "WARNING" in line and "cannot resolve 'peer-b'" in line]
     assert a.running and len(warnings) == 1, a.logs()  # once per failing streak, however many retries
     assert "'peer-b' resolves again, to 10.77.0.2:5008" in a.logs()
+
+
+def test_multicast_on_a_segment_and_peers_for_a_remote_site_make_one_cluster_hearing_nothing_twice(
+        make_cluster) -> None:
+    """a and b share subnet 1 (multicast), c is alone on subnet 2; all keep multicast on and list a
+    peer of the other site. With a secret, a datagram heard both ways would be refused as replayed."""
+    if NAMESPACES_UNAVAILABLE:
+        pytest.skip(NAMESPACES_UNAVAILABLE)
+    with Cluster(3, network=RoutedNetwork(3, first=2)) as cluster:
+        key = cluster.workdir / "dsd.key"
+        key.write_text(base64.b64encode(bytes(range(32))).decode() + "\n")
+        key.chmod(0o600)
+        net = cluster.net
+        for name, host, peer in (("a", 1, 3), ("b", 2, 3), ("c", 3, 1)):
+            cluster.add(name, priority=100 + host, host=host,
+                        cluster={"peers": [net.address(peer)], "secret_file": str(key)})
+        cluster.wait_agreed("c", timeout=15)
+        view = {s["name"]: s["address"] for s in cluster.daemons["c"].request("view")["servers"]}
+        assert view == {"a": "10.77.1.1:5008", "b": "10.77.1.2:5008", "c": "10.77.2.3:5008"}
+        received = {d.name: d.request("stats")["datagrams_received"] for d in cluster.live()}
+        wait_until(lambda: all(d.request("stats")["datagrams_received"] > received[d.name] + 40
+                               for d in cluster.live()), 10, what="some heartbeats more")
+        for daemon in cluster.live():
+            by_reason = daemon.request("stats")["datagrams_rejected_by_reason"]
+            assert by_reason["replayed"] == 0, (daemon.name, by_reason)
