@@ -102,7 +102,7 @@ class Members:
     """Unicast only: the members the sender knows, as (name, "ip:port", incarnation) (memberlist's push/pull).
 
     The answer to a PROBE, and what a daemon tells a member it has just added; the receiver
-    contacts those it does not know. A long list takes several datagrams (`MAX_MEMBERS` each).
+    contacts those it does not know. A long list takes several datagrams (`member_chunks`).
     """
 
     TYPE: ClassVar[str] = "members"

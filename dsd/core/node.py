@@ -159,10 +159,6 @@ class Node:
             peer.multicast = True
         if restarted and self.leader == peer.name:
             self._set_leader(None, out)
-        answered = self.unicast is not None and (direct and isinstance(message, Probe) or known is not peer)
-        if answered:  # a new member, or a unicast PROBE: our heartbeat and the members we know
-            out.append(Send(self._heartbeat(), to=(address,)))
-            self._send_members(address, peer.name, out)
         if isinstance(message, Heartbeat):
             self._on_heartbeat(peer, message, now, out)
         elif isinstance(message, Probe):
@@ -184,6 +180,10 @@ class Node:
         elif isinstance(message, Coordinator):
             self._on_claim(peer, message.term, now, out)
         self._settle(now, out)
+        introduce = (direct and isinstance(message, Probe)) or (known is not peer and not isinstance(message, Leave))
+        if self.unicast is not None and introduce:  # our heartbeat (as of now) and the members we know
+            out.append(Send(self._heartbeat(), to=(address,)))
+            self._send_members(address, peer.name, out)
         return self._routed(out, now)
 
     def resolved(self, entry: str, addresses: list[str], now: float) -> list[Action]:
