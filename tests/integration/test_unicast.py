@@ -20,8 +20,9 @@ from tests.cluster import Cluster, wait_until
 from tests.integration.conftest import NAMESPACES_UNAVAILABLE
 from tests.netns import RoutedNetwork
 
-# name -> (host, priority, the one peer it lists: a host on the other subnet)
-DAEMONS = {"a": (1, 101, 3), "b": (2, 102, 4), "c": (3, 103, 1), "d": (4, 104, 1)}
+# name -> (host, priority, the one peer it lists: a host on the other subnet), in start order:
+# c and d start first and both list a, which is not up yet.
+DAEMONS = {"c": (3, 103, 1), "d": (4, 104, 1), "a": (1, 101, 3), "b": (2, 102, 4)}
 
 
 @pytest.fixture
@@ -34,8 +35,13 @@ def routed() -> Iterator[Cluster]:
         net = cluster.net
         assert isinstance(net, RoutedNetwork)
         for name, (host, priority, peer) in DAEMONS.items():
-            cluster.add(name, priority=priority, host=host, chat={"client_timeout": 2.0},
+            # bootstrap_expect: a daemon that starts before its peer leads alone, and c and d would
+            # each form the chat's voters (two chat clusters, never merged).
+            cluster.add(name, priority=priority, host=host, chat={"client_timeout": 2.0, "bootstrap_expect": 4},
                         cluster={"multicast": False, "peers": [net.address(peer)]})
+            if name == "d":  # alone on their subnet, their peer absent: each its own leader, retrying a
+                cluster.wait_agreed("c", among=["c"])
+                cluster.wait_agreed("d", among=["d"])
         yield cluster
 
 
