@@ -1,6 +1,6 @@
 """Cold start: N daemons launched together until all agree on one leader.
 
-    python -m bench.coldstart [--trials 5] [--sizes 3 5 10]
+    python -m bench.coldstart [--trials 5] [--sizes 3 5 10] [--unicast]
 
 N daemons (priorities 101..100+N) on N private hosts at the default timings.
 Each trial subscribes to every daemon's feed before launching (ZeroMQ retries
@@ -19,6 +19,9 @@ start-up PROBE before the first election.
 Baselines, measured in the same run through the same `ip netns exec` prefix:
 `python -m dsd --version` (interpreter + dsd's CLI imports) and
 `python -c "import dsd.service"` (adds asyncio and pyzmq), median of 5 runs each.
+
+`--unicast`: the same with `[cluster] multicast = false`, each daemon listing one peer
+(host 1 lists host 2, every other host lists host 1; issue 11).
 """
 
 from __future__ import annotations
@@ -121,7 +124,8 @@ def trial(cluster: Cluster, daemons: list[Daemon]) -> tuple[float, float | None,
 
 def run(args) -> str:
     note = before_run(args.wait_quiet)
-    progress(f"cold start: sizes {args.sizes}, {args.trials} trials each, timings {DEFAULT_TIMING}")
+    how = "unicast (multicast = false, one peer each)" if args.unicast else "multicast"
+    progress(f"cold start over {how}: sizes {args.sizes}, {args.trials} trials each, timings {DEFAULT_TIMING}")
     rows = []
     bare = imports = None
     fallbacks = 0
@@ -131,7 +135,8 @@ def run(args) -> str:
                 bare = baseline(cluster, ["-m", "dsd", "--version"])
                 imports = baseline(cluster, ["-c", "import dsd.service"])
                 progress(f"  baseline: python -m dsd --version {ms(bare)}, import dsd.service {ms(imports)}")
-            daemons = [add_daemon(cluster, f"n{i:02d}", 100 + i, start=False) for i in range(1, size + 1)]
+            daemons = [add_daemon(cluster, f"n{i:02d}", 100 + i, start=False, unicast=args.unicast)
+                       for i in range(1, size + 1)]
             totals, ups, protocol = [], [], []
             for number in range(1, args.trials + 1):
                 total, up, from_log = trial(cluster, daemons)
@@ -155,10 +160,10 @@ def run(args) -> str:
     headers = ["daemons", "trials", "median", "p95", "max", "processes up (median)",
                "last up → agreed (median)", "median − bare start", "median / bare start", "goal"]
     return "\n".join([
-        "### Cold start (N daemons launched together → one leader agreed everywhere)",
+        f"### Cold start over {how} (N daemons launched together → one leader agreed everywhere)",
         "",
         f"Default timings. Command: `python -m bench.coldstart --trials {args.trials} "
-        f"--sizes {' '.join(map(str, args.sizes))}`. {note}.",
+        f"--sizes {' '.join(map(str, args.sizes))}{' --unicast' if args.unicast else ''}`. {note}.",
         "",
         table(headers, rows),
         "",
@@ -179,6 +184,7 @@ def parser():
     p = base_parser(__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=5, help="cold starts per cluster size (default 5)")
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 10], help="cluster sizes (default 3 5 10)")
+    p.add_argument("--unicast", action="store_true", help="multicast = false, each daemon listing one peer")
     return p
 
 

@@ -70,12 +70,22 @@ def private_cluster(hosts: int) -> Iterator[Cluster]:
 
 
 def add_daemon(cluster: Cluster, name: str, priority: int, host: int | None = None,
-               start: bool = True, timing: dict[str, float] | None = None) -> Daemon:
-    """A daemon at the default timings (or `timing`), logging at info."""
-    return cluster.add(
-        name, priority=priority, host=host, start=start,
-        timing=dict(timing or DEFAULT_TIMING), log={"level": "info"},
-    )
+               start: bool = True, timing: dict[str, float] | None = None, unicast: bool = False) -> Daemon:
+    """A daemon at the default timings (or `timing`), logging at info.
+
+    `unicast`: multicast = false, and the daemon lists one peer (`one_peer`).
+    """
+    settings: dict[str, dict] = {"timing": dict(timing or DEFAULT_TIMING), "log": {"level": "info"}}
+    host = host if host is not None else len(cluster.daemons) + 1
+    if unicast:
+        settings["cluster"] = {"multicast": False, "peers": [one_peer(cluster, host)]}
+    return cluster.add(name, priority=priority, host=host, start=start, **settings)
+
+
+def one_peer(cluster: Cluster, host: int) -> str:
+    """The one peer a daemon lists in the unicast benchmarks: host 1 lists host 2, every other host lists host 1."""
+    assert cluster.net is not None
+    return cluster.net.address(2 if host == 1 else 1)
 
 
 def feed_endpoint(daemon: Daemon) -> str:

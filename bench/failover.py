@@ -1,6 +1,6 @@
 """Crash failover: `kill -9` of the leader until every survivor reports the new leader.
 
-    python -m bench.failover [--trials 20] [--sizes 3 5]
+    python -m bench.failover [--trials 20] [--sizes 3 5] [--unicast]
 
 N daemons (priorities 101..100+N, so the last one leads) on N private hosts at the
 default timings. Each trial: subscribe to every survivor's feed (done once, before
@@ -16,6 +16,9 @@ Split: *detection* is kill -> the first survivor's `view.dead` of the old
 leader (a peer is dead `failure_timeout` after its last heartbeat, so expect
 failure_timeout minus 0..heartbeat_interval: 0.8-1.0 s); *election* is that
 -> the last survivor reporting the new leader.
+
+`--unicast`: the same on the same hosts with `[cluster] multicast = false`, each daemon
+listing one peer (host 1 lists host 2, every other host lists host 1; issue 11).
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ class Takeover:
     elect: float    # that -> last survivor reports the new leader
 
 
-def takeover_trials(size: int, trials: int, sig: int, seed: int = 1) -> list[Takeover]:
-    """`trials` takeovers after `sig` to the leader of a `size`-daemon cluster."""
+def takeover_trials(size: int, trials: int, sig: int, seed: int = 1, unicast: bool = False) -> list[Takeover]:
+    """`trials` takeovers after `sig` to the leader of a `size`-daemon cluster (over unicast with `unicast`)."""
     rng = random.Random(seed)
     noticed_topic = "view.leave" if sig == signal.SIGTERM else "view.dead"
     results: list[Takeover] = []
     with private_cluster(size) as cluster, Feeds() as feeds:
-        daemons = [add_daemon(cluster, f"n{i:02d}", 100 + i, start=False) for i in range(1, size + 1)]
+        daemons = [add_daemon(cluster, f"n{i:02d}", 100 + i, start=False, unicast=unicast)
+                   for i in range(1, size + 1)]
         for daemon in daemons:
             feeds.connect(daemon)
             daemon.start()
@@ -97,10 +101,11 @@ def takeover_trials(size: int, trials: int, sig: int, seed: int = 1) -> list[Tak
 
 def run(args) -> str:
     note = before_run(args.wait_quiet)
-    progress(f"crash failover: sizes {args.sizes}, {args.trials} trials each, timings {DEFAULT_TIMING}")
+    how = "unicast (multicast = false, one peer each)" if args.unicast else "multicast"
+    progress(f"crash failover over {how}: sizes {args.sizes}, {args.trials} trials each, timings {DEFAULT_TIMING}")
     rows = []
     for size in args.sizes:
-        results = takeover_trials(size, args.trials, signal.SIGKILL, seed=args.seed)
+        results = takeover_trials(size, args.trials, signal.SIGKILL, seed=args.seed, unicast=args.unicast)
         totals = [r.total for r in results]
         ok = median(totals) <= GOAL
         rows.append([
@@ -113,12 +118,13 @@ def run(args) -> str:
                "detection (median)", "election (median)", "election (max)",
                "goal (median)", "vs replaced scripts (30–45 s, quoted)"]
     return "\n".join([
-        "### Crash failover (`kill -9` of the leader → every survivor reports the new leader)",
+        f"### Crash failover over {how} (`kill -9` of the leader → every survivor reports the new leader)",
         "",
         f"Default timings: heartbeat_interval {DEFAULT_TIMING['heartbeat_interval']} s, "
         f"failure_timeout {DEFAULT_TIMING['failure_timeout']} s, "
         f"discovery_timeout {DEFAULT_TIMING['discovery_timeout']} s. "
-        f"Command: `python -m bench.failover --trials {args.trials} --sizes {' '.join(map(str, args.sizes))}`. "
+        f"Command: `python -m bench.failover --trials {args.trials} --sizes {' '.join(map(str, args.sizes))}"
+        f"{' --unicast' if args.unicast else ''}`. "
         f"{note}.",
         "",
         table(headers, rows),
@@ -136,6 +142,7 @@ def parser():
     p.add_argument("--trials", type=int, default=20, help="kills per cluster size (default 20)")
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 5], help="cluster sizes (default 3 5)")
     p.add_argument("--seed", type=int, default=1, help="seed of the random pause between trials")
+    p.add_argument("--unicast", action="store_true", help="multicast = false, each daemon listing one peer")
     return p
 
 

@@ -3,8 +3,9 @@
     python -m bench.run_all [--quick] [--only NAME ...] [--skip NAME ...] [--output FILE] [--wait-quiet S]
     python -m bench ...                       (the same)
 
-Order: election_messages (simulated, seconds), failover, handover, coldstart, rss, chat, spurious
-(the 5-minute one last, alone).
+Order: election_messages (simulated, seconds), failover, handover, coldstart, rss, chat,
+unicast_cost (simulated and timed in-process, minutes at 200 daemons), spurious (the 5-minute one
+last, alone). failover and coldstart over unicast: `python -m bench.failover --unicast` etc.
 Each runs with its own defaults (see `python -m bench.NAME --help`); `--quick`
 uses fewer trials and a 30 s spurious-election run, for a check in about 3 minutes.
 """
@@ -18,7 +19,7 @@ import io
 import sys
 import time
 
-from bench import chat, coldstart, failover, handover, rss, spurious
+from bench import chat, coldstart, failover, handover, rss, spurious, unicast_cost
 from bench.common import BenchError, progress, stop_on_sigterm
 
 
@@ -50,6 +51,7 @@ BENCHES = {
     "coldstart": coldstart,
     "rss": rss,
     "chat": chat,
+    "unicast_cost": unicast_cost,
     "spurious": spurious,
 }
 QUICK = {
@@ -59,6 +61,7 @@ QUICK = {
     "coldstart": ["--trials", "2"],
     "rss": ["--settle", "5"],
     "chat": ["--quick"],
+    "unicast_cost": ["--sizes", "10", "50"],
     "spurious": ["--duration", "30", "--idle", "10"],
 }
 

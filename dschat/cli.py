@@ -339,6 +339,11 @@ async def _run(args: argparse.Namespace, endpoints: list[str], curve: ClientCurv
         session.close()
 
 
+# Where multicast does not reach, --discover cannot work: what to do instead.
+NAME_A_DAEMON = ("where multicast does not reach (most clouds, routed subnets), name a daemon's "
+                 "[control] tcp_endpoint instead: dschat -e tcp://HOST:PORT")
+
+
 def run(argv: list[str] | None) -> int:
     args = parse_args(argv)
     curve = ClientCurve.from_options(args.server_key, args.key)
@@ -353,15 +358,20 @@ def run(argv: list[str] | None) -> int:
             print(f"dschat: {error}", file=sys.stderr)
             return EXIT_FAILED
         if args.discover:
+            if not settings.cluster.multicast:
+                print(f"dschat: --discover works by multicast, and {settings.source or 'the configuration'} "
+                      f"says [cluster] multicast = false; {NAME_A_DAEMON}", file=sys.stderr)
+                return EXIT_FAILED
             try:
                 endpoints += asyncio.run(discover(settings.cluster))
             except OSError as error:
-                print(f"dschat: cannot send the discovery probe: {error}", file=sys.stderr)
+                print(f"dschat: cannot send the discovery probe: {error}; {NAME_A_DAEMON}", file=sys.stderr)
                 return EXIT_FAILED
             if not endpoints:
                 print(f"dschat: no daemon answered the discovery probe on {settings.cluster.group}:"
                       f"{settings.cluster.port}; is [control] tcp_endpoint set on the daemons, and is "
-                      "multicast allowed between the hosts?", file=sys.stderr)
+                      f"multicast allowed between the hosts? {NAME_A_DAEMON[0].upper()}{NAME_A_DAEMON[1:]}",
+                      file=sys.stderr)
                 return EXIT_UNREACHABLE
         else:
             endpoints = [settings.control.endpoint]

@@ -35,6 +35,7 @@ _NO_FILE = "built-in defaults"
 # Longest ipc:// path ZeroMQ can bind on Linux: sizeof(sockaddr_un.sun_path) - 1.
 _IPC_PATH_MAX = 107
 MIN_HEARTBEATS_PER_TIMEOUT = 3  # fewer, and one late heartbeat makes a peer suspect
+MAX_PEERS = 256  # configured [cluster] peers: one is enough, members are learned from it
 
 
 class ConfigError(Exception):
@@ -60,6 +61,9 @@ class ClusterSettings:
     interface: str
     ttl: int
     secret_file: str
+    multicast: bool
+    peers: tuple[str, ...]
+    bind: str
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,12 @@ class _Key:
 
     section: str
     name: str
-    kind: type  # bool, int, float or str as written in TOML; float also accepts an int
+    kind: type  # bool, int, float, str or list as written in TOML; float also accepts an int
     default: Any  # a plain value, or a _ComputedDefault called with (env, values so far)
     check: Callable[[Any], bool]  # applied after the type test and normalisation
     allowed: str  # what is allowed, for error messages
     normalize: Callable[[Any], Any] | None = None
+    culprit: Callable[[Any], str] | None = None  # for a list: which entry is wrong, and why
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -220,6 +225,40 @@ def _is_listen_address(text: str) -> bool:
     port_ok = port.isascii() and port.isdigit() and 0 < int(port) < 65536
     host_ok = _ipv4(host) is not None or (bool(_HOST_NAME.fullmatch(host)) and not _DIGITS_AND_DOTS.fullmatch(host))
     return bool(separator) and port_ok and host_ok
+
+
+def parse_peer(entry: str, default_port: int) -> tuple[str, int] | None:
+    """A `[cluster] peers` entry "HOST" or "HOST:PORT" as (host, port); None if malformed.
+
+    HOST is an IPv4 address or a host name (resolved when the daemon starts, and again
+    while the peer stays unreachable); PORT defaults to `[cluster] port`.
+    """
+    host, separator, port = entry.rpartition(":")
+    if not separator:
+        host, port = entry, str(default_port)
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    if _ipv4(host) is None and (not _HOST_NAME.fullmatch(host) or _DIGITS_AND_DOTS.fullmatch(host)):
+        return None
+    return host, int(port)
+
+
+def _is_peer_list(value: tuple[Any, ...]) -> bool:
+    return _bad_peer(value) == ""
+
+
+def _bad_peer(value: tuple[Any, ...] | list[Any]) -> str:
+    """"" if `value` is a good peer list, else which entry is wrong (appended to the error)."""
+    if len(value) > MAX_PEERS:
+        return f"; {len(value)} entries"
+    seen: set[str] = set()
+    for entry in value:
+        if not isinstance(entry, str) or parse_peer(entry, 1) is None:
+            return f"; {_toml(entry)} is not"
+        if entry in seen:
+            return f"; {_toml(entry)} is there twice"
+        seen.add(entry)
+    return ""
 
 
 def _int_range(low: int, high: int) -> Callable[[int], bool]:
@@ -306,6 +345,14 @@ _KEYS: tuple[_Key, ...] = (
     _Key("cluster", "secret_file", str, "",
          lambda v: v == "" or _is_absolute_path(v),
          '"" (none: cluster traffic is not authenticated) or the absolute path of a key file'),
+    _Key("cluster", "multicast", bool, True,
+         lambda v: True, "true or false"),
+    _Key("cluster", "peers", list, (),
+         _is_peer_list, f'a list of at most {MAX_PEERS} different "HOST" or "HOST:PORT" strings '
+                        "(HOST an IPv4 address or a host name, PORT from 1 to 65535)",
+         normalize=tuple, culprit=_bad_peer),
+    _Key("cluster", "bind", str, "0.0.0.0",
+         lambda v: _ipv4(v) is not None, "an IPv4 address of this host, or \"0.0.0.0\" (all)"),
     _Key("timing", "heartbeat_interval", float, 0.2,
          _seconds_up_to(60.0), f"{_SECONDS}, more than 0 and at most 60"),
     _Key("timing", "failure_timeout", float, 1.0,
@@ -395,7 +442,7 @@ def _toml(value: Any) -> str:
         return repr(value)
     if isinstance(value, int):
         return str(value) if value.bit_length() <= 256 else f"<an integer of {value.bit_length()} bits>"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, dict):
         items = ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items())
@@ -411,6 +458,8 @@ def _has_kind(value: Any, kind: type) -> bool:
         return kind is bool
     if kind is float:
         return isinstance(value, (int, float))
+    if kind is list:
+        return isinstance(value, (list, tuple))  # a default is a tuple: settings are frozen
     return isinstance(value, kind)
 
 
@@ -422,6 +471,8 @@ def _validate(key: _Key, value: Any, where: str, defaulted: bool) -> Any:
         if key.check(converted):
             return converted
     note = " (this is the built-in default: set the key explicitly)" if defaulted else ""
+    if key.culprit is not None and isinstance(value, (list, tuple)):
+        note += key.culprit(value)
     raise ConfigError(f"{where}: [{key.section}] {key.name} = {_toml(value)}: {key.allowed}{note}")
 
 
@@ -469,6 +520,11 @@ def _check_relations(values: _Values, where: str) -> None:
                           f"{MIN_HEARTBEATS_PER_TIMEOUT} * heartbeat_interval = "
                           f"{_toml(round(MIN_HEARTBEATS_PER_TIMEOUT * heartbeat, 9))} "
                           f"([timing] heartbeat_interval = {_toml(heartbeat)})")
+    cluster = values["cluster"]
+    if not cluster["multicast"] and not cluster["peers"]:
+        raise ConfigError(f"{where}: [cluster] multicast = false, peers = []: without multicast the daemons "
+                          f"find each other through [cluster] peers; list at least one other daemon, "
+                          f'e.g. peers = ["10.0.1.5"], or set multicast = true')
     control = values["control"]
     if control["endpoint"] == control["feed"]:
         raise ConfigError(f"{where}: [control] feed = {_toml(control['feed'])}: "

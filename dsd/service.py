@@ -8,6 +8,7 @@ core's `next_deadline()` after every input.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -19,15 +20,17 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from dsd import __version__, auth, commands, human, linkwire, logs, wire
-from dsd.config import ConfigError, Settings, load_settings
-from dsd.core.actions import Action, Log, Publish, Reply, Send, Stop, Transmit
+from dsd.config import ConfigError, Settings, load_settings, parse_peer
+from dsd.core.actions import Action, Log, Publish, Reply, Resolve, Send, Stop, Transmit
 from dsd.core.chat import Chat, ChatLimits
 from dsd.core.node import DISCOVERING, LEADER, Node
 from dsd.core.timing import Timing
+from dsd.core.unicast import Unicast
 from dsd.curve import load_server_keys
 from dsd.io.control import ControlServer, CurveServer, Feed, cancel, reachable, runs
 from dsd.io.links import Links, peer_bind_endpoint
-from dsd.io.multicast import MulticastTransport, Transport
+from dsd.io.multicast import MulticastTransport, Transport, interface_address
+from dsd.io.unicast import ClusterTransport, UnicastTransport, resolve
 from dsd.io.systemd import Notifier
 from dsd.store import open_store
 
@@ -49,6 +52,42 @@ MAX_MISCONFIGURED = 64  # hosts warned about; a flood of spoofed sources adds no
 def timing_of(settings: Settings) -> Timing:
     t = settings.timing
     return Timing(t.heartbeat_interval, t.failure_timeout, t.discovery_timeout)
+
+
+def uses_unicast(settings: Settings) -> bool:
+    return bool(settings.cluster.peers) or not settings.cluster.multicast
+
+
+def transport_of(settings: Settings) -> ClusterTransport:
+    """The group socket (multicast = true), the unicast socket (peers set, or multicast = false), or both."""
+    c = settings.cluster
+    multicast = MulticastTransport(c.group, c.port, c.interface, c.ttl) if c.multicast else None
+    unicast = UnicastTransport(c.bind, c.port, shared=c.multicast) if uses_unicast(settings) else None
+    if multicast is not None:
+        local = multicast.local_address
+    elif c.interface or c.bind == "0.0.0.0":
+        local = f"{interface_address(c.interface, c.group)}:{c.port}"
+    else:
+        local = f"{c.bind}:{c.port}"
+    return ClusterTransport(local, multicast, unicast)
+
+
+def unicast_of(settings: Settings) -> Unicast | None:
+    """The core's unicast side: the configured peers as seeds (None without unicast)."""
+    if not uses_unicast(settings):
+        return None
+    c = settings.cluster
+    seeds = []
+    for entry in c.peers:
+        parsed = parse_peer(entry, c.port)
+        assert parsed is not None  # validated by dsd.config
+        host, port = parsed
+        try:
+            literal = bool(ipaddress.IPv4Address(host))
+        except ValueError:
+            literal = False
+        seeds.append((entry, host, port, literal))
+    return Unicast(seeds, timing_of(settings), multicast=c.multicast)
 
 
 def chat_limits_of(settings: Settings) -> ChatLimits:
@@ -82,9 +121,7 @@ class Service:
         self.keyring = auth.read_keyring(settings.cluster.secret_file)
         self.sealer = auth.Sealer(self.keyring) if self.keyring else None
         self.opener = auth.Opener(self.keyring, own_name=settings.node.name) if self.keyring else None
-        self.transport = transport or MulticastTransport(
-            settings.cluster.group, settings.cluster.port, settings.cluster.interface, settings.cluster.ttl
-        )
+        self.transport = transport or transport_of(settings)
         self.context = zmq.Context()
         host = self.transport.local_address.rpartition(":")[0]
         self.links = Links(peer_bind_endpoint(settings.chat.peer_endpoint, host), self.keyring)
@@ -108,6 +145,7 @@ class Service:
             endpoint=self.links.endpoint,
             link_key=self.links.public_key,
             offer=offer,
+            unicast=unicast_of(settings),
         )
         self.store = open_store(settings.node.state_dir, settings.chat.retention)
         self.chat = Chat(
@@ -125,6 +163,7 @@ class Service:
         self._warned: set[tuple[str, str]] = set()  # (reason, host) of MISCONFIGURED rejections logged
         self.chat_held = False
         self._timer: asyncio.TimerHandle | None = None
+        self._resolving: set[asyncio.Task[None]] = set()  # [cluster] peers names being resolved
         self._stopping = asyncio.Event()
         self.exit_status = 0  # 1 once the core said Stop
 
@@ -142,12 +181,15 @@ class Service:
         interval = self.notifier.watchdog_interval()
         if interval:
             tasks.append(asyncio.ensure_future(self._watchdog(interval)))
+        where = (self.transport.describe() if isinstance(self.transport, ClusterTransport)
+                 else self.transport.local_address)
         log.info(
-            "started: dsd %s, priority %d, group %s:%d via %s, control %s, feed %s",
-            __version__, self.settings.node.priority, self.settings.cluster.group,
-            self.settings.cluster.port, self.transport.local_address,
-            self.settings.control.endpoint, self.settings.control.feed,
+            "started: dsd %s, priority %d, %s, control %s, feed %s",
+            __version__, self.settings.node.priority, where, self.settings.control.endpoint,
+            self.settings.control.feed,
         )
+        if self.settings.cluster.peers:
+            log.info("peers: %s", ", ".join(self.settings.cluster.peers))
         if self.keyring is None:
             log.warning("cluster traffic is not authenticated: anyone on the network can join or disrupt "
                         "this cluster; set [cluster] secret_file (see README, Security)")
@@ -187,6 +229,8 @@ class Service:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for task in self._resolving:
+            task.cancel()
         self.transport.close()
         self.links.close()
         self.store.close()
@@ -243,7 +287,7 @@ class Service:
 
     # ---------------------------------------------------------------- inputs
 
-    def _on_datagram(self, data: bytes, address: str) -> None:
+    def _on_datagram(self, data: bytes, address: str, direct: bool) -> None:
         self.datagrams_received += 1
         try:
             message = self.opener.open(data) if self.opener else auth.decode_plain(data)
@@ -253,7 +297,7 @@ class Service:
             self._warn_misconfigured("signed" if self.opener is None and data.startswith(auth.HEADER)
                                      else error.reason, address)
             return
-        self._apply(self.node.receive(message, address, self.loop.time()))
+        self._apply(self.node.receive(message, address, self.loop.time(), direct))
         self._follow_view()
 
     def _warn_misconfigured(self, reason: str, address: str) -> None:
@@ -262,6 +306,16 @@ class Service:
             self._warned.add((reason, host))
             log.warning("ignoring datagrams from %s: %s; said once, counted in dsctl stats", host,
                         MISCONFIGURED[reason])
+
+    async def _resolve(self, action: Resolve) -> None:
+        """Resolve a [cluster] peers name off the event loop; the core decides what follows."""
+        try:
+            addresses = await resolve(action.host, action.port)
+        except (OSError, UnicodeError) as error:
+            self._apply(self.node.unresolved(action.entry, getattr(error, "strerror", None) or str(error),
+                                             self.loop.time()))
+        else:
+            self._apply(self.node.resolved(action.entry, addresses, self.loop.time()))
 
     def _on_link(self, data: bytes) -> None:
         try:
@@ -338,8 +392,13 @@ class Service:
                 self._publish(events)
                 events = []
             if isinstance(action, Send):
-                self.transport.send(self.sealer.seal(action.message) if self.sealer else wire.encode(action.message))
-                self.datagrams_sent += 1
+                data = self.sealer.seal(action.message) if self.sealer else wire.encode(action.message)
+                self.transport.send(data, action.to)  # one seal for every address: each sees its counter once
+                self.datagrams_sent += 1 if action.to is None else len(action.to)
+            elif isinstance(action, Resolve):
+                task = self.loop.create_task(self._resolve(action))
+                self._resolving.add(task)
+                task.add_done_callback(self._resolving.discard)
             elif isinstance(action, Transmit):
                 if action.message != encoded[0]:  # followers in step get the same APPEND: encode it once
                     encoded = (action.message, linkwire.encode(action.message))

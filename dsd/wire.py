@@ -12,16 +12,15 @@ import re
 
 import msgspec
 
-from dsd.core.datagrams import Message
+from dsd.core.datagrams import MAX_DATAGRAM, Members, Message, is_address
 
 MAGIC = b"DSD"
 VERSION = 2  # 2: the links between daemons carry MessagePack (dsd.linkwire); a daemon of version 1 is another protocol
 HEADER = MAGIC + bytes([VERSION])
-MAX_DATAGRAM = 1400
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(Message)
-_FIELD = re.compile(r"at `\$\.(\w+)`")
+_FIELD = re.compile(r"at `\$\.(\w+)")
 
 
 class WireError(ValueError):
@@ -52,11 +51,14 @@ def decode(data: bytes) -> Message:
         version = data[len(MAGIC)] if len(data) > len(MAGIC) else None
         raise WireError(f"unsupported protocol version {version}")
     try:
-        return _DECODER.decode(data[len(HEADER):])
+        message = _DECODER.decode(data[len(HEADER):])
     except msgspec.ValidationError as error:
         raise WireError(_explain(str(error))) from None
     except (msgspec.DecodeError, RecursionError) as error:
         raise WireError(f"bad JSON: {error}") from None
+    if isinstance(message, Members) and not all(is_address(address) for _, address, _ in message.members):
+        raise WireError("members: bad members: an address is not IPv4 a.b.c.d:port")
+    return message
 
 
 def _explain(error: str) -> str:

@@ -151,8 +151,9 @@ class Daemon:
 class Cluster:
     """Daemons on `hosts` private hosts (network namespaces), or on loopback when `net` is None."""
 
-    def __init__(self, hosts: int, use_namespaces: bool = True) -> None:
-        self.net = PrivateNetwork(hosts) if use_namespaces else None
+    def __init__(self, hosts: int, use_namespaces: bool = True, network: PrivateNetwork | None = None) -> None:
+        """`network`: private hosts of another shape (a RoutedNetwork); else one bridge of `hosts`."""
+        self.net = network or (PrivateNetwork(hosts) if use_namespaces else None)
         self._tmp = tempfile.TemporaryDirectory(prefix="dsd-test-")
         self.workdir = Path(self._tmp.name)
         self.daemons: dict[str, Daemon] = {}

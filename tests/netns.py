@@ -2,6 +2,8 @@
 
 Nothing started here can reach the machine's real network: each host has only
 its own loopback and a veth into a bridge that itself lives in a namespace.
+`RoutedNetwork` puts the hosts on two such bridges joined by a router namespace, the
+way multicast does not cross (issue 11).
 Where namespaces cannot be made (not root), `loopback_only()` says why and
 callers fall back to daemons sharing the root namespace's loopback interface.
 """
@@ -114,3 +116,52 @@ class PrivateNetwork:
 
     def _in(self, namespace: str, *args: str) -> None:
         run("ip", "netns", "exec", namespace, *args)
+
+
+class RoutedNetwork(PrivateNetwork):
+    """Hosts 1..`first` on 10.77.1.0/24 and the rest on 10.77.2.0/24, each subnet a bridge,
+    joined by a router namespace (.254 on both). The router forwards unicast only: it
+    routes no multicast, so the daemons of one subnet never hear the other's group."""
+
+    def __init__(self, count: int, first: int) -> None:
+        super().__init__(count)
+        self.first = first
+        self.router = f"dsd{self.tag}rt"
+
+    def create(self) -> None:
+        self._add_namespace(self.switch)
+        self._add_namespace(self.router)
+        for subnet in (1, 2):
+            bridge, leg = f"br{subnet}", f"r{self.tag}l{subnet}"
+            self._in(self.switch, "ip", "link", "add", bridge, "type", "bridge")
+            self._in(self.switch, "ip", "link", "set", bridge, "up")
+            run("ip", "link", "add", leg, "type", "veth", "peer", "name", f"eth{subnet}", "netns", self.router)
+            run("ip", "link", "set", leg, "netns", self.switch)
+            self._in(self.switch, "ip", "link", "set", leg, "master", bridge, "up")
+            self._in(self.router, "ip", "addr", "add", f"10.77.{subnet}.254/24", "dev", f"eth{subnet}")
+            self._in(self.router, "ip", "link", "set", f"eth{subnet}", "up")
+        self._in(self.router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        for i in range(1, self.count + 1):
+            host, veth, subnet = self.hosts[i - 1], self._veth(i), self.subnet(i)
+            self._add_namespace(host)
+            run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", host)
+            run("ip", "link", "set", veth, "netns", self.switch)
+            self._in(self.switch, "ip", "link", "set", veth, "master", f"br{subnet}", "up")
+            self._in(host, "ip", "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
+            self._in(host, "ip", "link", "set", "eth0", "up")
+            self._in(host, "ip", "link", "set", "lo", "up")
+            self._in(host, "ip", "route", "add", "default", "via", f"10.77.{subnet}.254")
+            self._in(host, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+
+    def subnet(self, i: int) -> int:
+        return 1 if i <= self.first else 2
+
+    def address(self, i: int) -> str:
+        return f"10.77.{self.subnet(i)}.{i}"
+
+    def cut_subnet(self, subnet: int) -> None:
+        """Unplug the router from `subnet`: each side still reaches its own hosts."""
+        self._in(self.router, "ip", "link", "set", f"eth{subnet}", "down")
+
+    def heal_subnet(self, subnet: int) -> None:
+        self._in(self.router, "ip", "link", "set", f"eth{subnet}", "up")

@@ -3,6 +3,10 @@
 Everything runs on a virtual clock driven by one event heap, so fifty nodes and
 minutes of protocol time take about a second, and a seed reproduces a run exactly.
 Every datagram goes through `dsd.wire` both ways, as on a real network.
+
+Two networks: a multicast group (the default: every Send reaches every connected node), or,
+with `unicast`, no multicast at all: each node has an address "10.0.x.y:5008", knows the
+seeds it is given, and a datagram reaches only the address it was sent to.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dsd.core import datagrams
 from dsd.core.actions import Action, Publish, Send
 from dsd.core.node import FOLLOWER, LEADER, Node
 from dsd.core.timing import Timing
+from dsd.core.unicast import Unicast
 
 FAST = Timing(heartbeat_interval=0.05, failure_timeout=0.25, discovery_timeout=0.05)
 ELECTION_TYPES = ("election", "answer", "coordinator")
@@ -40,8 +45,13 @@ class SimCluster:
         loss: float = 0.0,
         delay: tuple[float, float] = (0.0002, 0.002),
         preempt: bool = True,
+        unicast: bool = False,
     ) -> None:
         self.random = random.Random(seed)
+        self.unicast = unicast
+        self.addresses: dict[str, str] = {}  # name -> "ip:port", stable across restarts
+        self._named: dict[str, str] = {}  # "ip:port" -> name
+        self.seeds: dict[str, list[str]] = {}  # name -> the names it lists in [cluster] peers
         self.timing = timing
         self.loss = loss
         self.delay = delay
@@ -63,13 +73,35 @@ class SimCluster:
 
     # ------------------------------------------------------------ membership
 
-    def add(self, name: str, priority: int = 100) -> Node:
+    def add(self, name: str, priority: int = 100, seeds: list[str] | None = None) -> Node:
+        """Start `name`; with `unicast`, knowing the nodes `seeds` (by default those it knew before)."""
         self._incarnation += 1
         self.priorities[name] = priority
-        node = Node(name, priority, self._incarnation, self.timing, self.preempt, address=f"sim:{name}")
+        if seeds is not None:
+            self.seeds[name] = seeds
+        node = Node(name, priority, self._incarnation, self.timing, self.preempt, address=self.address(name),
+                    unicast=self._unicast_of(name))
         self.nodes[name] = SimNode(node)
         self._apply(name, node.start(self.now))
         return node
+
+    def address(self, name: str) -> str:
+        if not self.unicast:
+            return f"sim:{name}"
+        if name not in self.addresses:
+            k = len(self.addresses) + 1
+            self.addresses[name] = f"10.0.{k // 256}.{k % 256}:5008"
+            self._named[self.addresses[name]] = name
+        return self.addresses[name]
+
+    def _unicast_of(self, name: str) -> Unicast | None:
+        if not self.unicast:
+            return None
+        seeds = []
+        for seed in self.seeds.get(name, []):
+            host, _, port = self.address(seed).partition(":")
+            seeds.append((self.address(seed), host, int(port), True))
+        return Unicast(seeds, self.timing, multicast=False)
 
     def crash(self, name: str) -> None:
         del self.nodes[name]
@@ -81,7 +113,7 @@ class SimCluster:
         self.paused.pop(name, None)
         for action in sim.node.leave(self.now):
             if isinstance(action, Send):
-                self._broadcast(name, action.message)
+                self._send(name, action)
 
     def restart(self, name: str) -> Node:
         """Crash (if running) and start again with a new incarnation."""
@@ -100,7 +132,7 @@ class SimCluster:
         sim = self.nodes[name]
         for source, data in backlog or ():
             if name in self.nodes:
-                self._apply(name, sim.node.receive(wire.decode(data), f"sim:{source}", self.now))
+                self._apply(name, sim.node.receive(wire.decode(data), self.address(source), self.now, self.unicast))
         self._apply(name, sim.node.tick(self.now))
 
     def elect(self, name: str) -> None:
@@ -142,7 +174,7 @@ class SimCluster:
                     if backlog is not None:
                         backlog.append((source, data))
                 elif sim is not None:
-                    self._apply(target, sim.node.receive(wire.decode(data), f"sim:{source}", at))
+                    self._apply(target, sim.node.receive(wire.decode(data), self.address(source), at, self.unicast))
         self.now = deadline
 
     def wait_for(self, condition: Callable[[], bool], within: float, step: float = 0.01) -> bool:
@@ -226,7 +258,7 @@ class SimCluster:
         self.max_term[key] = sim.node.term
         for action in actions:
             if isinstance(action, Send):
-                self._broadcast(name, action.message)
+                self._send(name, action)
             elif isinstance(action, Publish):
                 sim.events.append((self.now, action.topic, action.event))
         deadline = sim.node.next_deadline()
@@ -234,13 +266,24 @@ class SimCluster:
             sim.scheduled = deadline
             self._push(deadline, "tick", name)
 
-    def _broadcast(self, source: str, message: datagrams.Message) -> None:
-        self.sent[message.type_name()] += 1
+    def _send(self, source: str, send: Send) -> None:
+        """Multicast: to every node (`to` None); unicast: to the node at each address of `to`."""
+        message = send.message
+        if send.to is None:
+            assert not self.unicast, f"{source} multicast {message} on a network without multicast"
+            targets = list(self.nodes)
+        else:
+            targets = [name for a in send.to if (name := self._named.get(a)) in self.nodes]
+        self.sent[message.type_name()] += len(send.to) if send.to is not None else 1  # datagrams sent
         if self.trace is not None:
             self.trace.append((self.now, source, message))
         data = wire.encode(message)
-        for target in self.nodes:
-            if target == source or not self.connected(source, target):
+        for target in targets:
+            if target == source:  # a unicast datagram to one's own address comes back, through loopback
+                if send.to is not None:
+                    self._push(self.now, "deliver", (source, target, data))
+                continue
+            if not self.connected(source, target):
                 continue
             if self.random.random() < self.loss:
                 continue

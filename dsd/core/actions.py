@@ -11,9 +11,23 @@ from dsd.core.datagrams import Message
 
 @dataclass(frozen=True)
 class Send:
-    """Multicast `message` to the cluster group."""
+    """Send `message`: to the multicast group (`to` None), or by unicast to each "ip:port" of `to`.
+
+    Inside `dsd.core.node` a Send without `to` means "the cluster", and the node routes it
+    (to the group, the members, or both) before handing it out.
+    """
 
     message: Message
+    to: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """Resolve `host` (a `[cluster] peers` name) to IPv4 addresses; answer `Node.resolved`/`unresolved`."""
+
+    entry: str
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -61,4 +75,4 @@ class Stop:
     reason: str
 
 
-Action = Union[Send, Publish, Log, Transmit, Reply, Stop]
+Action = Union[Send, Resolve, Publish, Log, Transmit, Reply, Stop]

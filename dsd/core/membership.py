@@ -36,6 +36,7 @@ class Peer:
     endpoint: str = ""
     link_key: str = ""  # CURVE public key of `endpoint`, "" without a cluster secret
     contender: int = 0  # the incarnation of another daemon under this name last reported
+    multicast: bool = False  # heard by multicast: no need to send it anything by unicast
 
     @property
     def rank(self) -> Rank:
@@ -105,6 +106,13 @@ class Membership:
         elif isinstance(message, Coordinator):  # so `dsctl view` is current before the next heartbeat
             peer.term, peer.leader, peer.role = message.term, message.name, "leader"
         return peer, restarted
+
+    def nothing_new(self, name: str, incarnation: int) -> bool:
+        """That incarnation of `name` is in the view (or a newer one), or known to be gone."""
+        peer = self._peers.get(name)
+        if peer is not None:
+            return incarnation <= peer.incarnation
+        return incarnation < self._floor.get(name, 0)
 
     def remove_left(self, peer: Peer, out: list[Action]) -> None:
         """The peer said LEAVE."""

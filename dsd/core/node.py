@@ -24,6 +24,11 @@ Names are unique. A daemon that starts under a name in use hears the holder (whi
 a PROBE under its own name at once) while it is still discovering, and stops: the older
 incarnation holds a name. Its peers never take its datagrams for a restart of the holder
 while the holder speaks (see `Membership.observe`), so it changes nobody's view.
+
+Where datagrams go: without `unicast`, every Send is for the multicast group. With it
+(`[cluster] peers`, or multicast = false), a Send for the cluster is routed on the way out
+(`_routed`) to the group if multicast is on and by unicast to the members `Unicast` names;
+answers to a unicast PROBE, member lists and probes of seeds go to one address.
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsd.core.actions import Action, Log, Publish, Send, Stop
+from dsd.core.datagrams import (
+    Answer, Coordinator, Discover, Election, Heartbeat, Leave, Members, Message, Offer, Probe, is_address,
+    member_chunks,
+)
 from dsd.core.membership import Membership, Peer, Rank
 from dsd.core.timing import Timing
-from dsd.core.datagrams import Answer, Coordinator, Discover, Election, Heartbeat, Leave, Message, Offer, Probe
+from dsd.core.unicast import Unicast
 
 DISCOVERING = "discovering"
 FOLLOWER = "follower"
@@ -70,6 +79,7 @@ class Node:
         endpoint: str = "",
         offer: tuple[str, str] | None = None,
         link_key: str = "",
+        unicast: Unicast | None = None,
     ) -> None:
         self.name = name
         self.priority = priority
@@ -81,6 +91,7 @@ class Node:
         self.link_key = link_key  # CURVE public key of `endpoint`, announced beside it
         self.offer = offer  # (control, feed) TCP endpoints announced to discovering clients
         self.commit = 0
+        self.unicast = unicast
         self.peers = Membership()
         self.counters = Counters()
         self.role = DISCOVERING
@@ -111,23 +122,28 @@ class Node:
         self._started = True
         self._last_input = now
         self._next_heartbeat = now + self.timing.heartbeat_interval
+        if self.unicast is not None:
+            self.unicast.start(now)
+            self._contact_seeds(now, out)
         self._enter_discovery(now, out)
-        return out
+        return self._routed(out, now)
 
-    def receive(self, message: Message, address: str, now: float) -> list[Action]:
-        """A datagram from the group arrived (already decoded by `dsd.wire`)."""
+    def receive(self, message: Message, address: str, now: float, direct: bool = False) -> list[Action]:
+        """A datagram arrived (already decoded by `dsd.wire`): by multicast, or by unicast if `direct`."""
         out: list[Action] = []
         if self._stopped or not self._started:
             return out
         if isinstance(message, (Discover, Offer)):  # client discovery, not a member's message
             if isinstance(message, Discover) and self.offer is not None:
-                out.append(Send(Offer(self.name, message.nonce, *self.offer)))
+                out.append(Send(Offer(self.name, message.nonce, *self.offer), to=(address,) if direct else None))
             return out
         self._notice_pause(now, out)
         if message.name == self.name:
             if message.incarnation != self.incarnation:
-                self._on_namesake(message, address, out)
-            return out
+                self._on_namesake(message, address, direct, out)
+            elif direct and self.unicast is not None:
+                self.unicast.heard_self(address)
+            return self._routed(out, now)
         known = self.peers.get(message.name)
         peer, restarted = self.peers.observe(message, address, now, out, settle=self.timing.suspect_timeout)
         if peer is None:
@@ -136,13 +152,21 @@ class Node:
                 known.contender = message.incarnation  # said once per contender, not per datagram
                 out.append(Log("warning", f"ignoring a second daemon named {known.name!r} at {address}: "
                                           f"the one at {known.address} has the name and is alive"))
-            return out
+            if direct and isinstance(message, Probe) and self.unicast is not None:
+                self._send_members(address, None, out)  # the holder of the name included: a namesake stops
+            return self._routed(out, now)
+        if not direct:
+            peer.multicast = True
         if restarted and self.leader == peer.name:
             self._set_leader(None, out)
         if isinstance(message, Heartbeat):
             self._on_heartbeat(peer, message, now, out)
         elif isinstance(message, Probe):
-            out.append(Send(self._heartbeat()))
+            if not direct:
+                out.append(Send(self._heartbeat()))
+        elif isinstance(message, Members):
+            if self.unicast is not None:
+                self._learn(message, now, out)
         elif isinstance(message, Leave):
             self.peers.remove_left(peer, out)
             if self.leader == peer.name:
@@ -156,6 +180,27 @@ class Node:
         elif isinstance(message, Coordinator):
             self._on_claim(peer, message.term, now, out)
         self._settle(now, out)
+        introduce = (direct and isinstance(message, Probe)) or (known is not peer and not isinstance(message, Leave))
+        if self.unicast is not None and introduce:  # our heartbeat (as of now) and the members we know
+            out.append(Send(self._heartbeat(), to=(address,)))
+            self._send_members(address, peer.name, out)
+        return self._routed(out, now)
+
+    def resolved(self, entry: str, addresses: list[str], now: float) -> list[Action]:
+        """The `[cluster] peers` entry `entry` (a `Resolve` action) resolved to `addresses` ("ip:port")."""
+        out: list[Action] = []
+        if self._stopped or not self._started or self.unicast is None:
+            return out
+        for address in self.unicast.resolved(entry, addresses, now, out):
+            out.append(Send(self._probe(), to=(address,)))
+        return out
+
+    def unresolved(self, entry: str, reason: str, now: float) -> list[Action]:
+        """The name of `entry` did not resolve: a warning, and a retry with backoff."""
+        out: list[Action] = []
+        if self._stopped or not self._started or self.unicast is None:
+            return out
+        self.unicast.unresolved(entry, reason, now, out)
         return out
 
     def tick(self, now: float) -> list[Action]:
@@ -165,8 +210,12 @@ class Node:
             return out
         self._notice_pause(now, out)
         for peer in self.peers.expire(now, self.timing, out):
+            if self.unicast is not None:
+                self.unicast.lost(peer, now)
             if self.leader == peer.name:
                 self._set_leader(None, out)
+        if self.unicast is not None:
+            self._contact_seeds(now, out)
         if self._probe_deadline is not None and now >= self._probe_deadline:
             self._probe_again(now, out)
         if self._discovery_deadline is not None and now >= self._discovery_deadline:
@@ -180,7 +229,7 @@ class Node:
             self._next_heartbeat = max(
                 self._next_heartbeat + self.timing.heartbeat_interval, now + self.timing.heartbeat_interval / 2
             )
-        return out
+        return self._routed(out, now)
 
     def next_deadline(self) -> float | None:
         """When `tick` must be called next (None once stopped)."""
@@ -192,6 +241,7 @@ class Node:
             self._probe_deadline,
             self._election_deadline,
             self.peers.next_deadline(self.timing),
+            self.unicast.next_deadline() if self.unicast is not None else None,
         ]
         return min(t for t in candidates if t is not None)
 
@@ -208,7 +258,7 @@ class Node:
         if was_leader:
             out.append(Log("info", f"leaving as leader of term {self.term}: handing over",
                            {"leader": self.name, "term": self.term}))
-        return out
+        return self._routed(out, now)
 
     def request_election(self, now: float) -> list[Action]:
         """Operator asked for an election (`dsctl elect`): the highest live node takes over."""
@@ -224,16 +274,18 @@ class Node:
             self._declare(now, out)
         else:
             self._ask_higher(now, out)
-        return out
+        return self._routed(out, now)
 
     def set_timing(self, timing: Timing, now: float) -> None:
         """New timings (SIGHUP). Deadlines derived from last-heard times follow at once."""
         self.timing = timing
+        if self.unicast is not None:
+            self.unicast.timing = timing
         self._next_heartbeat = min(self._next_heartbeat, now + timing.heartbeat_interval)
 
     # --------------------------------------------------------------- handlers
 
-    def _on_namesake(self, message: Message, address: str, out: list[Action]) -> None:
+    def _on_namesake(self, message: Message, address: str, direct: bool, out: list[Action]) -> None:
         """A datagram under our name from another incarnation: another daemon has our name."""
         self.counters.messages_refused += 1
         older = message.incarnation < self.incarnation
@@ -243,8 +295,8 @@ class Node:
                             f"(incarnation {message.incarnation}): stop that daemon, or give this one "
                             "another [node] name"))
             return
-        if isinstance(message, Probe):
-            out.append(Send(self._heartbeat()))  # the newcomer must hear us while it discovers
+        if isinstance(message, Probe):  # the newcomer must hear us while it discovers
+            out.append(Send(self._heartbeat(), to=(address,) if direct else None))
         if message.incarnation == self._namesake:
             return  # said already: once per namesake, not per datagram
         self._namesake = message.incarnation
@@ -254,6 +306,58 @@ class Node:
         else:
             out.append(Log("warning", f"another dsd at {address} started with this daemon's name "
                                       f"{self.name!r}; it should refuse to run, and the others ignore it"))
+
+    def _learn(self, message: Members, now: float, out: list[Action]) -> None:
+        """A member list: probe the members in it we do not know (they join when they answer)."""
+        assert self.unicast is not None
+        wanted = []
+        for name, address, incarnation in message.members:
+            if name == self.name:
+                if incarnation != self.incarnation:
+                    wanted.append(address)  # another daemon with our name: it must hear us, or we it
+            elif not self.peers.nothing_new(name, incarnation):
+                wanted.append(address)
+        for address in self.unicast.learn(wanted, now):
+            out.append(Send(self._probe(), to=(address,)))
+
+    def _send_members(self, address: str, recipient: str | None, out: list[Action]) -> None:
+        """Tell `address` every member we know but `recipient` (and ourselves), in as many datagrams as it takes."""
+        entries = [(self.name, self.address, self.incarnation)] if self._announceable(self.address) else []
+        entries += [(p.name, p.address, p.incarnation) for p in self.peers
+                    if p.name != recipient and self._announceable(p.address)]
+        for chunk in member_chunks(entries):
+            out.append(Send(Members(self.name, self.incarnation, self.priority, chunk), to=(address,)))
+
+    @staticmethod
+    def _announceable(address: str) -> bool:
+        return is_address(address) and not address.startswith("0.0.0.0:")
+
+    def _contact_seeds(self, now: float, out: list[Action]) -> None:
+        assert self.unicast is not None
+        for address in self.unicast.due(self.peers, now, out):
+            out.append(Send(self._probe(), to=(address,)))
+
+    def _routed(self, out: list[Action], now: float) -> list[Action]:
+        """Cluster-wide Sends (no `to`) made concrete: the group, and/or each member by unicast.
+
+        A heartbeat also goes to the members lost to silence a short while ago (see
+        `dsd.core.unicast`). Without unicast every Send is already for the group.
+        """
+        if self.unicast is None:
+            return out
+        routed: list[Action] = []
+        for action in out:
+            if not isinstance(action, Send) or action.to is not None or isinstance(action.message, Offer):
+                routed.append(action)
+                continue
+            if self.unicast.multicast:
+                routed.append(action)
+            to = self.unicast.members_of(self.peers)
+            if isinstance(action.message, Heartbeat):
+                to += self.unicast.heartbeat_extra(self.peers, now)
+            if to:
+                routed.append(Send(action.message, to))
+        return routed
 
     def _on_heartbeat(self, peer: Peer, message: Heartbeat, now: float, out: list[Action]) -> None:
         self._highest_term_seen = max(self._highest_term_seen, message.term)
@@ -379,7 +483,7 @@ class Node:
         self._discovery_deadline = now + self.timing.discovery_timeout
         self._probe_interval = self.timing.discovery_timeout
         self._probe_deadline = now + self._probe_interval
-        out.append(Send(Probe(self.name, self.incarnation, self.priority)))
+        out.append(Send(self._probe()))
 
     def _probe_again(self, now: float, out: list[Action]) -> None:
         """Re-probe with backoff until someone answers."""
@@ -388,7 +492,7 @@ class Node:
             return
         self._probe_interval = min(2 * self._probe_interval, self.timing.max_probe_interval)
         self._probe_deadline = now + self._probe_interval
-        out.append(Send(Probe(self.name, self.incarnation, self.priority)))
+        out.append(Send(self._probe()))
 
     def _notice_pause(self, now: float, out: list[Action]) -> None:
         """Inputs arrive at least every heartbeat; a longer gap means we were stopped.
@@ -412,6 +516,9 @@ class Node:
             self.name, self.incarnation, self.priority, self.term, self.leader,
             self.role, self.endpoint, self.commit, self.link_key,
         )
+
+    def _probe(self) -> Probe:
+        return Probe(self.name, self.incarnation, self.priority)
 
     def _coordinator(self) -> Coordinator:
         return Coordinator(self.name, self.incarnation, self.priority, self.term)

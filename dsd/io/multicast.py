@@ -1,8 +1,9 @@
 """UDP multicast transport: the one place that touches the group socket.
 
-`Transport` is the small interface the daemon needs (start, send, close, the
-local address). A unicast peer-list transport for networks without multicast
-can implement the same interface without touching the core.
+`Transport` is the small interface the daemon needs (start, send, close, the local
+address); `dsd.io.unicast.ClusterTransport` implements it over this group socket, a
+unicast socket, or both. Neither socket makes a protocol decision: the core says where
+each datagram goes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import socket
 import struct
 from typing import Callable, Protocol
 
-DatagramHandler = Callable[[bytes, str], None]
+DatagramHandler = Callable[[bytes, str], None]  # (datagram, its source "ip:port")
+ClusterHandler = Callable[[bytes, str, bool], None]  # ... and whether it came by unicast
 SIOCGIFADDR = 0x8915
 RECEIVE_BUFFER = 4 * 1024 * 1024
 READ_BATCH = 64  # datagrams per wakeup: most of a flood per turn, yet other sockets get their turn
@@ -22,11 +24,12 @@ MAX_READ = 65536  # read whole, so an oversize datagram is seen (and refused) as
 
 
 class Transport(Protocol):
-    local_address: str
+    local_address: str  # "ip:port" this daemon announces
 
-    async def start(self, on_datagram: DatagramHandler) -> None: ...
+    async def start(self, on_datagram: ClusterHandler) -> None: ...
 
-    def send(self, data: bytes) -> None: ...
+    def send(self, data: bytes, to: tuple[str, ...] | None = None) -> None:
+        """To the multicast group (`to` None), or by unicast to each "ip:port" of `to`."""
 
     def close(self) -> None: ...
 
@@ -132,14 +135,20 @@ class MulticastTransport:
             self._socket = None
 
     def _read_ready(self) -> None:
-        for _ in range(READ_BATCH):
-            if self._socket is None:
-                return
-            try:
-                data, addr = self._socket.recvfrom(MAX_READ)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # an ICMP error queued on the socket: UDP is best effort
-            if self._handler is not None:
-                self._handler(data, f"{addr[0]}:{addr[1]}")
+        read_batch(lambda: self._socket, self._handler)
+
+
+def read_batch(current: Callable[[], socket.socket | None], handler: DatagramHandler | None) -> None:
+    """Up to READ_BATCH datagrams from the socket `current()` returns (None once closed) to `handler`."""
+    for _ in range(READ_BATCH):
+        sock = current()
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(MAX_READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            continue  # an ICMP error queued on the socket: UDP is best effort
+        if handler is not None:
+            handler(data, f"{addr[0]}:{addr[1]}")

@@ -57,3 +57,4 @@ def test_discover_without_any_daemon_offering_says_what_to_check(make_cluster, t
     result = dschat(cluster, 2, client_config, "--discover", "--server-key", public, "eve")
     assert result.returncode == 3, result
     assert "no daemon answered the discovery probe" in result.stderr and "tcp_endpoint" in result.stderr
+    assert "dschat -e tcp://HOST:PORT" in result.stderr  # where multicast does not reach

@@ -82,7 +82,7 @@ def test_dsctl_server_key_prints_the_key_clients_need(setup):
 
 def test_the_right_server_key_and_an_allowed_key_chat(setup):
     cluster, keys, endpoint, server_key = setup
-    result = remote(cluster, "dschat", "-e", endpoint, "--server-key", server_key, "--key", keys.alice,
+    result = remote(cluster, "dschat", "-e", endpoint, "--server-key=" + server_key, "--key", keys.alice,
                     "--json", "alice", input="hello over curve\n")
     assert result.returncode == EXIT_OK, result.stderr
     entries = [json.loads(line) for line in result.stdout.splitlines()]
@@ -94,9 +94,9 @@ def test_the_right_server_key_and_an_allowed_key_chat(setup):
 def test_a_wrong_server_key_or_a_key_not_allowed_gets_no_answer(setup, who):
     cluster, keys, endpoint, server_key = setup
     options = {
-        "wrong-server-key": ("--server-key", keys.other_server_key, "--key", keys.alice),
-        "key-not-allowed": ("--server-key", server_key, "--key", keys.mallory),
-        "no-key": ("--server-key", server_key),  # a fresh key: only any_client = true would let it in
+        "wrong-server-key": ("--server-key=" + keys.other_server_key, "--key", keys.alice),
+        "key-not-allowed": ("--server-key=" + server_key, "--key", keys.mallory),
+        "no-key": ("--server-key=" + server_key,),  # a fresh key: only any_client = true would let it in
     }[who]
     refused_before = cluster.daemons["a"].request("stats")["tcp_clients_refused"]
     started = time.monotonic()
@@ -108,7 +108,7 @@ def test_a_wrong_server_key_or_a_key_not_allowed_gets_no_answer(setup, who):
                   input="let me in\n")
     assert chat.returncode == EXIT_UNREACHABLE, chat
     # The daemon is unaffected: it still serves its allowed clients, and nothing got in.
-    assert dsctl(setup, "--server-key", server_key, "--key", keys.alice, "ping").stdout.strip() == "pong"
+    assert dsctl(setup, "--server-key=" + server_key, "--key", keys.alice, "ping").stdout.strip() == "pong"
     assert "let me in" not in chat_texts(cluster)
     refused = cluster.daemons["a"].request("stats")["tcp_clients_refused"] - refused_before
     if who == "wrong-server-key":  # the handshake fails before any key is judged
@@ -120,14 +120,14 @@ def test_a_wrong_server_key_or_a_key_not_allowed_gets_no_answer(setup, who):
 def test_elect_over_tcp_needs_an_admin_key(setup):
     cluster, keys, _, server_key = setup
     term = cluster.daemons["a"].request("leader")["term"]
-    refused = dsctl(setup, "--server-key", server_key, "--key", keys.alice, "elect")
+    refused = dsctl(setup, "--server-key=" + server_key, "--key", keys.alice, "elect")
     assert refused.returncode == EXIT_FAILED, refused
     assert "(forbidden)" in refused.stderr and "admin_keys" in refused.stderr
     assert cluster.daemons["a"].request("leader")["term"] == term  # nothing happened
-    done = dsctl(setup, "--server-key", server_key, "--key", keys.root, "elect")
+    done = dsctl(setup, "--server-key=" + server_key, "--key", keys.root, "elect")
     assert done.returncode == EXIT_OK and "election started" in done.stdout, done
     # Read-only commands are for every allowed key.
-    view = dsctl(setup, "--server-key", server_key, "--key", keys.alice, "view", "--json")
+    view = dsctl(setup, "--server-key=" + server_key, "--key", keys.alice, "view", "--json")
     assert view.returncode == EXIT_OK and json.loads(view.stdout)["self"] == "a"
 
 
@@ -142,7 +142,7 @@ def test_dsctl_watch_reads_the_encrypted_tcp_feed(setup):
     cluster, keys, endpoint, server_key = setup
     daemon = cluster.daemons["a"]
     watch = spawn(
-        cluster.prefix(CLIENT_HOST) + [sys.executable, "-m", "dsctl", "-e", endpoint, "--server-key", server_key,
+        cluster.prefix(CLIENT_HOST) + [sys.executable, "-m", "dsctl", "-e", endpoint, "--server-key=" + server_key,
                                        "--key", keys.alice, "watch", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -161,12 +161,12 @@ def test_dsctl_watch_reads_the_encrypted_tcp_feed(setup):
 def test_a_key_added_to_client_keys_gets_in_after_sighup(setup, tmp_path):
     cluster, keys, _, server_key = setup
     public, bob, _ = keygen(str(tmp_path), "bob")
-    assert dsctl(setup, "--server-key", server_key, "--key", bob, "ping").returncode == EXIT_UNREACHABLE
+    assert dsctl(setup, "--server-key=" + server_key, "--key", bob, "ping").returncode == EXIT_UNREACHABLE
     shutil.copy(public, keys.clients / "bob.key")
     cluster.daemons["a"].signal(signal.SIGHUP)
-    wait_until(lambda: dsctl(setup, "--server-key", server_key, "--key", bob, "ping").returncode == EXIT_OK, 30,
+    wait_until(lambda: dsctl(setup, "--server-key=" + server_key, "--key", bob, "ping").returncode == EXIT_OK, 30,
                what="bob let in after the reload")
-    elect = dsctl(setup, "--server-key", server_key, "--key", bob, "elect")
+    elect = dsctl(setup, "--server-key=" + server_key, "--key", bob, "elect")
     assert elect.returncode == EXIT_FAILED and "(forbidden)" in elect.stderr  # a client, not an admin
 
 
@@ -192,7 +192,7 @@ def test_a_daemon_serving_tcp_clients_stops_cleanly_and_keeps_its_key(make_clust
     cluster.wait_agreed("solo")
     key = daemon.request("server-key")["server_key"]
     endpoint = daemon.request("info")["tcp_endpoint"]
-    ping = remote(cluster, "dsctl", "-e", endpoint, "--server-key", key, "ping")  # any key, still CURVE
+    ping = remote(cluster, "dsctl", "-e", endpoint, "--server-key=" + key, "ping")  # any key, still CURVE
     assert ping.returncode == EXIT_OK, ping
     assert daemon.stop() == 0, daemon.logs()
     daemon.start()

@@ -107,6 +107,7 @@ class Chaos:
     duration: float
     timing: Timing = FAST
     final_loss: float = 0.0
+    unicast: bool = False  # no multicast: every node lists every node in [cluster] peers, itself too
     rng: random.Random = field(init=False)
     cluster: SimCluster = field(init=False)
     log: list[str] = field(default_factory=list)
@@ -116,14 +117,15 @@ class Chaos:
         self.names = node_names(self.n)
         # Few distinct priorities, so ties (broken by name) are common.
         self.priorities = {name: self.rng.choice((10, 50, 50, 100, 100, 100)) for name in self.names}
-        self.cluster = SimCluster(seed=self.seed, timing=self.timing, preempt=self.preempt)
+        self.cluster = SimCluster(seed=self.seed, timing=self.timing, preempt=self.preempt, unicast=self.unicast)
         self.down: set[str] = set(self.names)
         self.resume_at: dict[str, float] = {}
 
     @property
     def context(self) -> str:
         return (
-            f"seed={self.seed} n={self.n} preempt={self.preempt} {self.timing} final_loss={self.final_loss}\n"
+            f"seed={self.seed} n={self.n} preempt={self.preempt} unicast={self.unicast} {self.timing} "
+            f"final_loss={self.final_loss}\n"
             f"priorities={self.priorities}\n"
         ) + (
             "last faults: " + "; ".join(self.log[-12:])
@@ -183,14 +185,16 @@ class Chaos:
         self.note("faults stop")
         # Datagrams still in flight were sent while the faults went on (up to 60 ms late),
         # and a peer whose last heartbeats were lost may still turn suspect until its next
-        # one lands: let both pass, so the stability check sees only the clean network.
-        cluster.run_for(MAX_DELAY + self.timing.heartbeat_interval)
+        # one lands; and a node restarted just before is a contender to its peers until its old
+        # incarnation has been quiet for suspect_timeout (see Membership.observe): let all that
+        # pass, so the stability check sees only the clean network.
+        cluster.run_for(MAX_DELAY + max(self.timing.heartbeat_interval, self.timing.suspect_timeout))
         return cluster
 
     def start(self, name: str) -> None:
         self.down.discard(name)
         self.cluster.nodes.pop(name, None)
-        self.cluster.add(name, self.priorities[name])
+        self.cluster.add(name, self.priorities[name], seeds=self.names if self.unicast else None)
         self.note(f"start {name}")
 
     def fault(self) -> None:
@@ -242,8 +246,9 @@ class Chaos:
                 cluster.elect(name)
 
 
-def chaos_case(seed: int, n: int, preempt: bool, duration: float, timing: Timing = FAST, final_loss: float = 0.0) -> None:
-    chaos = Chaos(seed, n, preempt, duration, timing, final_loss)
+def chaos_case(seed: int, n: int, preempt: bool, duration: float, timing: Timing = FAST, final_loss: float = 0.0,
+               unicast: bool = False) -> None:
+    chaos = Chaos(seed, n, preempt, duration, timing, final_loss, unicast)
     cluster = chaos.run()
     assert_settles(cluster, chaos.context, preempt, strict=final_loss == 0.0)
 

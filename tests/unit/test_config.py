@@ -37,7 +37,8 @@ ENV = {"RUNTIME_DIRECTORY": "/run/dsd", "STATE_DIRECTORY": "/var/lib/dsd", "HOME
 DEFAULTS = {
     "node": {"name": socket.gethostname(), "priority": 100,
              "runtime_dir": "/run/dsd", "state_dir": "/var/lib/dsd"},
-    "cluster": {"group": "239.255.77.1", "port": 5008, "interface": "", "ttl": 1, "secret_file": ""},
+    "cluster": {"group": "239.255.77.1", "port": 5008, "interface": "", "ttl": 1, "secret_file": "",
+                "multicast": True, "peers": (), "bind": "0.0.0.0"},
     "timing": {"heartbeat_interval": 0.2, "failure_timeout": 1.0, "discovery_timeout": 0.2},
     "election": {"preempt": True},
     "control": {"endpoint": "ipc:///run/dsd/dsd.ctl", "feed": "ipc:///run/dsd/dsd.feed",
@@ -51,7 +52,7 @@ DEFAULTS = {
 STATIC_DEFAULTS = {"priority", "group", "port", "interface", "ttl", "heartbeat_interval",
                    "failure_timeout", "discovery_timeout", "preempt", "level", "peer_endpoint",
                    "client_timeout", "max_message", "rate", "burst", "retention", "max_clients", "bootstrap_expect", "remove_dead_after", "tcp_endpoint",
-                   "tcp_feed", "secret_file", "client_keys", "any_client", "admin_keys", "listen", "format"}
+                   "tcp_feed", "secret_file", "multicast", "peers", "bind", "client_keys", "any_client", "admin_keys", "listen", "format"}
 
 
 def as_dict(s: Settings) -> dict[str, dict[str, object]]:
@@ -79,7 +80,7 @@ def test_no_file_gives_defaults() -> None:
     assert s.source is None
     assert s == Settings(
         node=NodeSettings(socket.gethostname(), 100, "/run/dsd", "/var/lib/dsd"),
-        cluster=ClusterSettings("239.255.77.1", 5008, "", 1, ""),
+        cluster=ClusterSettings("239.255.77.1", 5008, "", 1, "", True, (), "0.0.0.0"),
         timing=TimingSettings(0.2, 1.0, 0.2),
         election=ElectionSettings(True),
         control=ControlSettings("ipc:///run/dsd/dsd.ctl", "ipc:///run/dsd/dsd.feed", "", "",
@@ -298,6 +299,25 @@ BAD_VALUES = [
     ("cluster", "ttl", "-1", "255"),
     ("cluster", "ttl", "256", "255"),
     ("cluster", "ttl", "1.0", "integer"),
+    ("cluster", "multicast", '"false"', "true or false"),
+    ("cluster", "multicast", "0", "true or false"),
+    ("cluster", "peers", '"10.0.0.1"', "a list of"),
+    ("cluster", "peers", '["10.0.0.1", 5008]', '5008 is not'),
+    ("cluster", "peers", '["two words"]', '"two words" is not'),
+    ("cluster", "peers", '["h1:0"]', '"h1:0" is not'),
+    ("cluster", "peers", '["h1:65536"]', "PORT from 1 to 65535"),
+    ("cluster", "peers", '["h1:port"]', '"h1:port" is not'),
+    ("cluster", "peers", '["10.0.0.300"]', "IPv4 address or a host name"),
+    ("cluster", "peers", '["h1:"]', '"h1:" is not'),
+    ("cluster", "peers", '[":5008"]', '":5008" is not'),
+    ("cluster", "peers", '["http://h1"]', '"http://h1" is not'),
+    ("cluster", "peers", '["h1", "h1"]', '"h1" is there twice'),
+    ("cluster", "peers", '[["h1"]]', "is not"),
+    ("cluster", "peers", "[" + ", ".join(f'"h{i}"' for i in range(257)) + "]", "at most 256"),
+    ("cluster", "bind", '"eth0"', "IPv4 address"),
+    ("cluster", "bind", '"10.0.0.300"', "IPv4 address"),
+    ("cluster", "bind", '""', "IPv4 address"),
+    ("cluster", "bind", "0", "IPv4 address"),
     ("timing", "heartbeat_interval", "0", "more than 0"),
     ("timing", "heartbeat_interval", "-0.1", "more than 0"),
     ("timing", "heartbeat_interval", "60.5", "at most 60"),
@@ -384,6 +404,10 @@ def test_bad_value_names_file_key_value_and_what_is_allowed(
     ('[cluster]\ninterface = "br-lan.100_x"', "cluster", "interface", "br-lan.100_x"),
     ("[cluster]\nttl = 0", "cluster", "ttl", 0),
     ("[cluster]\nttl = 255", "cluster", "ttl", 255),
+    ('[cluster]\npeers = ["10.0.1.5", "db-2.example.com:6000", "h3:1"]', "cluster", "peers",
+     ("10.0.1.5", "db-2.example.com:6000", "h3:1")),
+    ('[cluster]\npeers = ["h1"]\nmulticast = false', "cluster", "multicast", False),
+    ('[cluster]\nbind = "10.0.1.5"', "cluster", "bind", "10.0.1.5"),
     ("[timing]\nheartbeat_interval = 0.01", "timing", "heartbeat_interval", 0.01),
     ("[timing]\nheartbeat_interval = 60\nfailure_timeout = 180", "timing",
      "heartbeat_interval", 60.0),
@@ -401,6 +425,27 @@ def test_bad_value_names_file_key_value_and_what_is_allowed(
 def test_edge_values_accepted(text: str, section: str, key: str, expected: object) -> None:
     value = getattr(getattr(parse(text), section), key)
     assert value == expected and type(value) is type(expected)
+
+
+def test_without_multicast_peers_are_needed() -> None:
+    message = error_of("[cluster]\nmulticast = false\n")
+    assert message.startswith("/etc/dsd.toml: [cluster] multicast = false, peers = []: ")
+    assert "list at least one other daemon" in message
+    assert parse('[cluster]\nmulticast = false\npeers = ["10.0.1.5"]\n').cluster.peers == ("10.0.1.5",)
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ("10.0.1.5", ("10.0.1.5", 5008)),
+    ("10.0.1.5:6000", ("10.0.1.5", 6000)),
+    ("db-2.example.com", ("db-2.example.com", 5008)),
+    ("h3:1", ("h3", 1)),
+    ("h3:", None),
+    ("10.0.1.300", None),
+    ("[::1]:5008", None),
+])
+def test_a_peer_entry_is_a_host_and_a_port_that_defaults_to_the_cluster_port(
+        entry: str, expected: tuple[str, int] | None) -> None:
+    assert config.parse_peer(entry, 5008) == expected
 
 
 def test_failure_timeout_at_least_three_heartbeats() -> None:

@@ -15,7 +15,8 @@ GROUP = "239.255.77.9"
 
 
 def loopback_cluster() -> ClusterSettings:
-    return ClusterSettings(GROUP, 20000 + os.getpid() % 20000, "127.0.0.1", 0, secret_file="")
+    return ClusterSettings(GROUP, 20000 + os.getpid() % 20000, "127.0.0.1", 0, secret_file="",
+                           multicast=True, peers=(), bind="0.0.0.0")
 
 
 async def discover_with(answering: dict[str, int]) -> tuple[list[str], list[int]]:

@@ -281,6 +281,18 @@ def test_curve_option_errors_are_one_line_before_connecting(argv, words, capsys,
     assert err.startswith("dschat: ") and err.count("\n") == 1 and all(word in err for word in words), err
 
 
+def test_discover_without_multicast_says_to_name_a_daemon_with_e(tmp_path, capsys, monkeypatch):
+    public = tmp_path / "cluster.key"
+    public.write_text('metadata\ncurve\n    public-key = "' + "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7" + '"\n')
+    config = tmp_path / "dsd.toml"
+    config.write_text('[cluster]\nmulticast = false\npeers = ["10.0.1.5"]\n')
+    monkeypatch.setattr("dschat.cli.discover", lambda cluster: pytest.fail("probed"))
+    monkeypatch.setattr("dschat.cli._run", lambda *a: pytest.fail("connected"))
+    assert main(["-c", str(config), "--discover", "--server-key", str(public), "alice"]) == 1
+    err = capsys.readouterr().err
+    assert "[cluster] multicast = false" in err and "dschat -e tcp://HOST:PORT" in err and err.count("\n") == 1, err
+
+
 # --- the real process against fake daemons -------------------------------------------------------
 
 class Dschat:

@@ -134,7 +134,11 @@ WIRE_COUNTS = st.integers(0, MAX_INT) | st.sampled_from([0, 1, MAX_INT])
 WIRE_TEXT = st.text(st.characters() | SURROGATES, max_size=MAX_TEXT) | st.text(string.printable, max_size=MAX_TEXT)
 Z85_CHARS = string.digits + string.ascii_letters + ".-:+=^!/*?&<>()[]{}@%$#"
 WIRE_LINK_KEYS = st.just("") | st.text(Z85_CHARS, min_size=40, max_size=40)
+WIRE_ADDRESSES = st.builds(lambda ip, port: ".".join(map(str, ip)) + f":{port}",
+                           st.tuples(*[st.integers(0, 255)] * 4), st.integers(1, 65535))
+WIRE_MEMBERS = st.lists(st.tuples(WIRE_NAMES, WIRE_ADDRESSES, WIRE_COUNTS), max_size=12).map(tuple)
 WIRE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "members": WIRE_MEMBERS,
     "name": WIRE_NAMES, "to": WIRE_NAMES, "leader": st.none() | WIRE_NAMES,
     "state": st.sampled_from(STATES), "endpoint": WIRE_TEXT, "feed": WIRE_TEXT, "link_key": WIRE_LINK_KEYS,
 }
@@ -176,7 +180,20 @@ def is_wire_field(name: str, value: Any) -> bool:
         return isinstance(value, str) and len(value) <= MAX_TEXT
     if name == "link_key":
         return isinstance(value, str) and (value == "" or (len(value) == 40 and all(c in Z85_CHARS for c in value)))
+    if name == "members":
+        return isinstance(value, (list, tuple)) and len(value) <= datagrams.MAX_MEMBERS and all(
+            isinstance(m, (list, tuple)) and len(m) == 3 and is_wire_name(m[0]) and is_wire_address(m[1])
+            and type(m[2]) is int and 0 <= m[2] <= MAX_INT for m in value)
     return type(value) is int and 0 <= value <= MAX_INT
+
+
+def is_wire_address(value: Any) -> bool:
+    if not isinstance(value, str) or not value.isascii():
+        return False
+    ip, _, port = value.partition(":")
+    parts = ip.split(".")
+    return (len(parts) == 4 and all(p.isdigit() and 1 <= len(p) <= 3 and int(p) <= 255 for p in parts)
+            and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536)
 
 
 def expected_message(body: Any) -> datagrams.Message | None:
@@ -849,6 +866,12 @@ GOOD: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("cluster", "interface"): st.just("") | IPV4 | st.sampled_from(["eth0", "lo", "br-lan.5", "enp0s31f6:1"]),
     ("cluster", "ttl"): st.integers(0, 255) | st.sampled_from([0, 255]),
     ("cluster", "secret_file"): st.just("") | ABSOLUTE,
+    ("cluster", "multicast"): st.booleans(),
+    ("cluster", "peers"): st.lists(st.builds(lambda host, port: host + port,
+                                             IPV4 | st.sampled_from(["h1", "db-2.example.com", "a.b-c"]),
+                                             st.sampled_from(["", ":1", ":5008", ":65535"])),
+                                   max_size=4, unique=True),
+    ("cluster", "bind"): st.just("0.0.0.0") | IPV4,
     ("timing", "heartbeat_interval"): SECONDS,
     ("timing", "failure_timeout"): st.floats(min_value=0.6, max_value=1e300) | st.integers(1, 10**6),
     ("timing", "discovery_timeout"): SECONDS,
@@ -888,6 +911,7 @@ PLAUSIBLE: dict[type, st.SearchStrategy[Any]] = {
     int: TOML_INTS | st.integers(-2, 70_000),
     float: st.floats() | st.sampled_from([0.0, -0.0, 1e-300, 60.0, 60.000001, 3600.5, 1e6, 1e6 + 0.5]),
     bool: st.booleans(),
+    list: st.lists(TEXT | IPV4, max_size=3),
 }
 
 
@@ -985,7 +1009,8 @@ def valid_tables(draw: st.DrawFn) -> tuple[dict[str, dict[str, Any]], dict[str, 
     for section, table in tables.items():
         for name, value in table.items():
             kind = KEYS[(section, name)].kind
-            expected[section][name] = float(value) if kind is float else value.lower() if name in ("level", "format") else value
+            expected[section][name] = (float(value) if kind is float else tuple(value) if kind is list
+                                       else value.lower() if name in ("level", "format") else value)
     # The defaults that follow from other keys, and the relations between keys.
     runtime = expected["node"]["runtime_dir"]
     for name, file in (("endpoint", "dsd.ctl"), ("feed", "dsd.feed")):
@@ -998,6 +1023,7 @@ def valid_tables(draw: st.DrawFn) -> tuple[dict[str, dict[str, Any]], dict[str, 
     assume(control["endpoint"] != control["feed"])
     assume(not control["tcp_endpoint"] or bool(control["client_keys"]) != control["any_client"])
     assume(not (control["client_keys"] and control["any_client"]))
+    assume(expected["cluster"]["multicast"] or expected["cluster"]["peers"])
     assume(bool(control["tcp_endpoint"]) == bool(control["tcp_feed"]))
     assume(not control["tcp_endpoint"] or control["tcp_endpoint"] != control["tcp_feed"])
     if timing["failure_timeout"] < 3 * timing["heartbeat_interval"]:
@@ -1025,6 +1051,7 @@ WRONG_TYPE: dict[type, st.SearchStrategy[Any]] = {
     int: st.booleans() | st.floats() | TEXT | st.times() | st.lists(TOML_INTS, max_size=2),
     float: st.booleans() | TEXT | st.datetimes() | st.just([]) | st.dictionaries(TEXT, TOML_INTS, max_size=2),
     bool: TOML_INTS | st.floats() | TEXT | st.sampled_from(["true", "false", "yes"]) | st.just([True]),
+    list: st.booleans() | TOML_INTS | st.floats() | TEXT | st.dates() | st.just({}),
 }
 
 

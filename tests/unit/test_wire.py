@@ -9,8 +9,9 @@ from msgspec.structs import asdict, fields, replace
 import pytest
 
 from dsd.core import datagrams
-
-from dsd.core.datagrams import MAX_INT, MAX_TEXT, Answer, Coordinator, Discover, Election, Heartbeat, Leave, Offer, Probe
+from dsd.core.datagrams import (
+    MAX_INT, MAX_TEXT, Answer, Coordinator, Discover, Election, Heartbeat, Leave, Members, Offer, Probe,
+)
 from dsd.wire import HEADER, MAGIC, MAX_DATAGRAM, VERSION, WireError, decode, encode
 
 BIG = MAX_INT
@@ -26,6 +27,7 @@ SAMPLES = [
     Election("alpha", 7, 100, 3),
     Answer("beta", 9, 200, 3, "alpha"),
     Coordinator("beta", 9, 200, 4),
+    Members("beta", 9, 200, (("alpha", "10.77.1.2:5008", 7), ("gamma", "10.77.2.3:6000", 11))),
     Discover(12345),
     Offer("alpha", 12345, "tcp://10.0.0.1:5009", "tcp://10.0.0.1:5010"),
 ]
@@ -38,10 +40,12 @@ EXTREMES = [
     Election(LONG_NAME, BIG, 0, BIG),
     Answer(LONG_NAME, BIG, BIG, BIG, "Z" * 64),
     Coordinator(LONG_NAME, 0, BIG, BIG),
+    Members(LONG_NAME, BIG, BIG, datagrams.member_chunks([("m" * 64, "255.255.255.255:65535", BIG)] * 40)[0]),
+    Members("a", 0, 0, ()),
     Discover(BIG),
     Offer(LONG_NAME, 0, "e" * MAX_TEXT, "f" * MAX_TEXT),
 ]
-ALL_TYPES = (Probe, Heartbeat, Leave, Election, Answer, Coordinator, Discover, Offer)
+ALL_TYPES = (Probe, Heartbeat, Leave, Election, Answer, Coordinator, Members, Discover, Offer)
 
 
 def raw(body: object, header: bytes = HEADER) -> bytes:
@@ -393,3 +397,39 @@ def test_decode_rejects_unhashable_type(kind: object) -> None:
 def test_decode_rejects_deeply_nested_json() -> None:
     with pytest.raises(WireError):
         decode(HEADER + b"[" * (MAX_DATAGRAM - len(HEADER)))
+
+
+# ---------------------------------------------------------------- MEMBERS
+
+
+def test_member_chunks_keep_every_entry_in_order_and_each_chunk_fits_a_datagram() -> None:
+    entries = [(f"{'n' * (i % 64)}{i}"[:64], f"10.{i % 256}.{i // 256}.1:{1 + i}", BIG - i) for i in range(300)]
+    chunks = datagrams.member_chunks(entries)
+    assert [e for chunk in chunks for e in chunk] == entries
+    for chunk in chunks:
+        assert len(encode(Members(LONG_NAME, BIG, BIG, chunk))) <= MAX_DATAGRAM
+    assert datagrams.member_chunks([]) == []
+
+
+@pytest.mark.parametrize("entry", [
+    ["alpha", "10.0.0.1:5008"], ["alpha", "10.0.0.1:5008", 1, 2], "alpha", ["bad name", "10.0.0.1:5008", 1],
+    ["alpha", "10.0.0.1", 1], ["alpha", "10.0.0.256:5008", 1], ["alpha", "10.0.0.1:0", 1],
+    ["alpha", "10.0.0.1:65536", 1], ["alpha", "host:5008", 1], ["alpha", "[::1]:5008", 1],
+    ["alpha", "10.0.0.1:5008", -1], ["alpha", "10.0.0.1:5008", True], ["alpha", "10.0.0.1:5008", "1"],
+    [None, "10.0.0.1:5008", 1], ["alpha", 5008, 1],
+], ids=repr)
+def test_decode_rejects_bad_member_entries(entry: object) -> None:
+    body = body_of(sample_of(Members))
+    body["members"] = [entry]
+    with pytest.raises(WireError, match="bad members"):
+        decode(raw(body))
+
+
+def test_decode_rejects_too_many_members_and_a_list_that_is_not_one() -> None:
+    body = body_of(sample_of(Members))
+    body["members"] = [["a", "10.0.0.1:1", 1]] * (datagrams.MAX_MEMBERS + 1)
+    with pytest.raises(WireError):
+        decode(raw(body))
+    body["members"] = {"a": 1}
+    with pytest.raises(WireError, match="bad members"):
+        decode(raw(body))
