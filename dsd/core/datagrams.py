@@ -37,20 +37,21 @@ class Datagram(Tagged, frozen=True):
     """A datagram's message."""
 
 
-class Probe(Datagram, frozen=True):
+class FromDaemon(Datagram, frozen=True):
+    """A daemon's message: who it is, in which life (incarnation), with its rank's priority."""
+
+    name: Name
+    incarnation: Count
+    priority: Count
+
+
+class Probe(FromDaemon, frozen=True):
     """Sent at start-up: every node answers at once with a heartbeat."""
 
-    name: Name
-    incarnation: Count
-    priority: Count
 
-
-class Heartbeat(Datagram, frozen=True):
+class Heartbeat(FromDaemon, frozen=True):
     """Periodic sign of life carrying the sender's belief about the cluster."""
 
-    name: Name
-    incarnation: Count
-    priority: Count
     term: Count
     leader: Name | None
     state: State
@@ -59,52 +60,36 @@ class Heartbeat(Datagram, frozen=True):
     link_key: LinkKey = ""  # the CURVE public key of `endpoint` when the cluster has a secret
 
 
-class Leave(Datagram, frozen=True):
+class Leave(FromDaemon, frozen=True):
     """Clean shutdown: peers drop the sender at once."""
 
-    name: Name
-    incarnation: Count
-    priority: Count
 
-
-class Election(Datagram, frozen=True):
+class Election(FromDaemon, frozen=True):
     """Bully ELECTION: asks higher-ranked nodes to take over."""
 
-    name: Name
-    incarnation: Count
-    priority: Count
     term: Count
 
 
-class Answer(Datagram, frozen=True):
+class Answer(FromDaemon, frozen=True):
     """Bully ANSWER ("OK"): a higher-ranked node tells ``to`` it is alive."""
 
-    name: Name
-    incarnation: Count
-    priority: Count
     term: Count
     to: Name
 
 
-class Coordinator(Datagram, frozen=True):
+class Coordinator(FromDaemon, frozen=True):
     """The sender declares itself leader for ``term``."""
 
-    name: Name
-    incarnation: Count
-    priority: Count
     term: Count
 
 
-class Members(Datagram, frozen=True):
+class Members(FromDaemon, frozen=True):
     """Unicast only: the members the sender knows, as (name, "ip:port", incarnation) (memberlist's push/pull).
 
     The answer to a PROBE, and what a daemon tells a member it has just added; the receiver
     contacts those it does not know. A long list takes several datagrams (`member_chunks`).
     """
 
-    name: Name
-    incarnation: Count
-    priority: Count
     members: Annotated[tuple[Member, ...], Meta(max_length=MAX_MEMBERS)]
 
 

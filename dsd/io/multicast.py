@@ -63,7 +63,21 @@ def interface_address(interface: str, group: str) -> str:
         probe.close()
 
 
-class MulticastTransport:
+class DatagramSocket:
+    """A UDP socket read by the event loop's reader; what both transports hold and close alike."""
+
+    _socket: socket.socket | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def close(self) -> None:
+        if self._socket is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
+
+
+class MulticastTransport(DatagramSocket):
     """Joins `group` on `interface`; every daemon on a host can share the port.
 
     Reads with its own event-loop reader, draining up to READ_BATCH datagrams per wakeup:
@@ -126,13 +140,6 @@ class MulticastTransport:
                 self._socket.sendto(data, (self.group, self.port))
             except OSError:
                 pass
-
-    def close(self) -> None:
-        if self._socket is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._socket.fileno())
-            self._socket.close()
-            self._socket = None
 
     def _read_ready(self) -> None:
         read_batch(lambda: self._socket, self._handler)

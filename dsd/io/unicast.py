@@ -13,7 +13,7 @@ import asyncio
 import socket
 
 from dsd.io.multicast import (
-    RECEIVE_BUFFER, ClusterHandler, DatagramHandler, MulticastTransport, TransportError, read_batch,
+    RECEIVE_BUFFER, ClusterHandler, DatagramHandler, DatagramSocket, MulticastTransport, TransportError, read_batch,
 )
 
 # Linux: without it, a socket bound to 0.0.0.0:port also gets the datagrams of every multicast
@@ -21,7 +21,7 @@ from dsd.io.multicast import (
 IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 
 
-class UnicastTransport:
+class UnicastTransport(DatagramSocket):
     """One UDP socket on (bind, port): datagrams to and from single addresses.
 
     `shared` (multicast on too): the group socket holds the same port, so the address is
@@ -64,13 +64,6 @@ class UnicastTransport:
                 self._socket.sendto(data, (host, int(port)))
             except (OSError, ValueError):
                 pass
-
-    def close(self) -> None:
-        if self._socket is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._socket.fileno())
-            self._socket.close()
-            self._socket = None
 
 
 class ClusterTransport:
