@@ -14,6 +14,7 @@ import pytest
 
 from dsd import linkwire
 from dsd.core.chat import ACTIVE, VOTER
+from dsd.core.link_messages import Append, LinkMessage
 from tests.chatsim import ChatSim, SimDaemon, SimStore, session_of
 from tests.coupled import Coupled
 from tests.sim import chaos
@@ -115,7 +116,7 @@ def test_3_random_partitions_with_the_real_election_keep_one_log(seed: int) -> N
 class Lossy(ChatSim):
     """ChatSim that loses the link messages `drop` picks."""
 
-    drop: Callable[[str, str, linkwire.LinkMessage], bool] = staticmethod(lambda src, to, m: False)
+    drop: Callable[[str, str, LinkMessage], bool] = staticmethod(lambda src, to, m: False)
 
     def _transmit(self, source: str, to: str, data: bytes) -> None:
         if not self.drop(source, to, linkwire.decode(data)):
@@ -127,15 +128,15 @@ def test_4_a_partial_copy_of_a_new_sequencers_log_never_outranks_committed_entri
     sim.join("ue", "e")  # the client is on the sequencer e
     sim.run_for(0.2)
     # e's commit-point-only APPENDs are lost: its followers never learn the new commit point
-    sim.drop = lambda src, to, m: src == "e" and isinstance(m, linkwire.Append) and not m.entries
+    sim.drop = lambda src, to, m: src == "e" and isinstance(m, Append) and not m.entries
     for i in range(60):  # ~4 KB each: 43 fit one APPEND batch
         sim.send("ue", f"{i:03d}" + "x" * 3996, id=f"m{i:03d}")
     sim.run_for(0.01)
     assert len(sim.clients["ue"].acked) == 60
     first = {"sent": False}
 
-    def d_link_breaks(src: str, to: str, m: linkwire.LinkMessage) -> bool:
-        if src != "d" or not isinstance(m, linkwire.Append) or not m.entries:
+    def d_link_breaks(src: str, to: str, m: LinkMessage) -> bool:
+        if src != "d" or not isinstance(m, Append) or not m.entries:
             return False
         if to == "b" and not first["sent"]:
             first["sent"] = True
