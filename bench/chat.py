@@ -834,7 +834,7 @@ def rate_section(r: Results) -> list[str]:
 
     daemons = sum(c for n, c in tp.cpu.items() if n.startswith("n"))
     return [
-        f"**Sustained rate** — each client pipelines "
+        "**Sustained rate** — each client pipelines "
         + (f"`chat.send` with {tp.window} requests outstanding" if tp.batch == 1 else
            f"`chat.send_many` of {tp.batch} messages with {tp.window} messages outstanding")
         + f" (DEALER, rid-matched) and reads its daemon's feed; {tp.seconds:g} s:",

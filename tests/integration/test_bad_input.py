@@ -96,8 +96,8 @@ def test_the_bad_datagrams_differ_from_a_valid_one_only_by_their_defect():
     """Guards the test itself: the intruder's message is valid, and every bad datagram is refused."""
     assert wire.decode(VALID) == INTRUDER
     assert json.loads(padded(2000)[len(wire.HEADER):]) == body()
-    for kind, datagrams in BAD_DATAGRAMS.items():
-        for data in datagrams:
+    for kind, bad in BAD_DATAGRAMS.items():
+        for data in bad:
             with pytest.raises(wire.WireError):
                 wire.decode(data)
 

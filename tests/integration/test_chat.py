@@ -26,7 +26,6 @@ from typing import Iterator
 
 import pytest
 
-from dsd.client import ControlClient, DaemonError
 from tests.chatclients import (
     HEARTBEAT, Chats, agreed_log, assert_recorded_once_in_order, assert_view, chat_log, feed, present, request,
     try_log, who,
